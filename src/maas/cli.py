@@ -1,0 +1,149 @@
+"""`maas`: run stages, the pipeline, sweeps; compose params; serve.
+
+    maas compose [overrides]          write params.yaml from conf/ (what `dvc repro` reads)
+    maas stage NAME [overrides]       run one stage on conf/ + overrides
+    maas stage NAME --params params.yaml   run one stage on params.yaml (dvc.yaml does this)
+    maas stage train -m model.channels=16,32   sweep
+    maas pipeline [overrides]         run every stage as a Prefect flow
+    maas data export                  write data/raw from the configured source
+    maas dvc-yaml                     regenerate dvc.yaml from the stage registry
+    maas serve                        serve the Bento the package stage built
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from maas.errors import MaasError
+
+
+def _cfg(args):
+    from maas.config import compose, load_params
+
+    if getattr(args, "params", None):
+        if args.overrides:
+            raise MaasError("--params reads a composed file; pass overrides to `maas compose` instead")
+        return load_params(args.params)
+    return compose(args.overrides)
+
+
+def cmd_compose(args) -> None:
+    from maas.config import compose, write_params
+
+    changed = write_params(compose(args.overrides), args.out)
+    print(f"{args.out} {'updated' if changed else 'unchanged'}")
+
+
+def cmd_stage(args) -> None:
+    from maas import stages
+
+    stage = stages.get(args.name)
+    if args.multirun:
+        from maas.sweep import run_sweep
+
+        results = run_sweep(stage, args.overrides)
+        print(json.dumps(results, indent=2, default=str))
+        return
+    print(json.dumps(stage.run(_cfg(args)), indent=2, default=str))
+
+
+def cmd_pipeline(args) -> None:
+    import runpy
+
+    from maas.config import conf_dir
+
+    flow_file = conf_dir().parent / "flows" / "pipeline.py"
+    if not flow_file.exists():
+        raise MaasError(f"{flow_file} not found: run maas from the project root")
+    pipeline = runpy.run_path(str(flow_file))["pipeline"]
+    print(json.dumps(pipeline(overrides=list(args.overrides)), indent=2, default=str))
+
+
+def cmd_data(args) -> None:
+    from maas.data.sources import export
+
+    path = export(_cfg(args))
+    print(f"wrote {path}")
+
+
+def cmd_dvc_yaml(args) -> None:
+    from maas import io
+    from maas.config import compose
+    from maas.dvcfile import render
+
+    io.write_text(args.out, render(compose()))
+    print(f"wrote {args.out}")
+
+
+def cmd_serve(args) -> None:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from maas import io
+    from maas.config import load_params
+
+    cfg = load_params(args.params)
+    bento_dir = Path(cfg.paths.bento)
+    info = io.read_json(io.require(bento_dir / "bento.json", "bento.json (run `make run` first)"))
+    try:
+        bentoml.bentos.get(info["bento_tag"])
+    except NotFound:
+        print(f"importing {info['bento_tag']} from {bento_dir / info['archive']}", flush=True)
+        bentoml.bentos.import_bento(str(bento_dir / info["archive"]))
+    argv = ["bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
+    print(" ".join(argv), flush=True)
+    os.execvp(argv[0], argv)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compose", help="write params.yaml from conf/ and overrides")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--out", default="params.yaml")
+    c.set_defaults(fn=cmd_compose)
+
+    s = sub.add_parser("stage", help="run one stage")
+    s.add_argument("name")
+    s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.epochs=5")
+    s.add_argument("--params", help="read this composed file instead of composing conf/")
+    s.add_argument("-m", "--multirun", action="store_true", help="sweep: expand a=1,2 overrides into trials")
+    s.set_defaults(fn=cmd_stage)
+
+    f = sub.add_parser("pipeline", help="run every stage as a Prefect flow")
+    f.add_argument("overrides", nargs="*")
+    f.set_defaults(fn=cmd_pipeline)
+
+    d = sub.add_parser("data", help="data helpers")
+    d.add_argument("action", choices=["export"])
+    d.add_argument("overrides", nargs="*")
+    d.set_defaults(fn=cmd_data)
+
+    y = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage registry")
+    y.add_argument("--out", default="dvc.yaml")
+    y.set_defaults(fn=cmd_dvc_yaml)
+
+    v = sub.add_parser("serve", help="serve the packaged Bento with `bentoml serve`")
+    v.add_argument("--params", default="params.yaml")
+    v.add_argument("--port", type=int, default=3000)
+    v.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except MaasError as e:
+        print(f"maas: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

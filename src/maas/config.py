@@ -1,0 +1,90 @@
+"""The one door into Hydra: compose `conf/`, render and read `params.yaml`.
+
+`conf/` is the source of truth. `params.yaml` is its composed, resolved form
+(exactly what DVC's own Hydra integration writes on `dvc exp run`), which the
+DVC stages read so that DVC can track each stage's keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from maas import io
+from maas.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+
+
+def conf_dir() -> Path:
+    """`$MAAS_CONF_DIR`, else `./conf`, else the checkout this package lives in."""
+    if env := os.environ.get("MAAS_CONF_DIR"):
+        return Path(env).resolve()
+    here = Path.cwd() / "conf"
+    if (here / "config.yaml").exists():
+        return here.resolve()
+    return (Path(__file__).resolve().parents[2] / "conf").resolve()
+
+
+def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
+    """Compose `conf/config.yaml` with Hydra overrides and resolve interpolations."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    directory = Path(config_dir) if config_dir else conf_dir()
+    if not (directory / "config.yaml").exists():
+        raise ConfigError(f"no config.yaml in {directory}: run maas from the project root")
+    try:
+        with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"bad config or override {list(overrides)}: {e}") from e
+    return cfg
+
+
+def to_params_text(cfg: DictConfig) -> str:
+    """The exact text DVC's Hydra integration would write for this config."""
+    return OmegaConf.to_yaml(cfg)
+
+
+def write_params(cfg: DictConfig, path: str | Path = PARAMS_FILE) -> bool:
+    """Write `params.yaml` if its content changed; return whether it did.
+
+    Leaving an unchanged file alone keeps its mtime, so tools watching it stay quiet.
+    """
+    text = to_params_text(cfg)
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    io.write_text(path, text)
+    return True
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run `maas compose` to write it from conf/")
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping, got {type(cfg).__name__}")
+    return cfg
+
+
+def choice(cfg: DictConfig, key: str, allowed: Sequence[str]) -> str:
+    """Read `key` and fail with the key and the allowed values if it is not one of them."""
+    value = OmegaConf.select(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {sorted(allowed)}")
+    return value
+
+
+def require_keys(cfg: DictConfig, keys: Sequence[str]) -> None:
+    missing = [k for k in keys if OmegaConf.select(cfg, k) is None]
+    if missing:
+        raise ConfigError(f"config is missing required keys: {', '.join(missing)}")

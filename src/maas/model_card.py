@@ -1,0 +1,56 @@
+"""The model card: what the model is, how well it does, and what made it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict) -> dict[str, Any]:
+    cfg = spec.get("config", {})
+    return {
+        "model_tag": model_tag,
+        "architecture": spec["model"],
+        "input_shape": spec["input_shape"],
+        "classes": spec["classes"],
+        "compression": compression,
+        "metrics": metrics,
+        "training": spec.get("training", {}),
+        "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
+                 "rows": validation.get("rows"), "suite": validation.get("suite")},
+        "config": cfg,
+    }
+
+
+def render_markdown(card: dict) -> str:
+    m, comp, data = card["metrics"], card["compression"], card["data"]
+    rows = "\n".join(f"| {v['method']} | {v['bytes']:,} | {v['accuracy']:.4f} |" for v in comp["variants"])
+    arch = card["architecture"]
+    return f"""# Model card: {card['model_tag']}
+
+## Model
+- architecture: `{arch.get('_target_')}` ({', '.join(f'{k}={v}' for k, v in arch.items() if k != '_target_')})
+- input: raw images shaped {card['input_shape']}, classes {card['classes']}
+- served variant: **{comp['chosen']}**
+
+## Metrics (held-out test split)
+| metric | value |
+| --- | --- |
+| accuracy | {m['test']['accuracy']:.4f} |
+| macro-F1 | {m['test']['macro_f1']:.4f} |
+| test samples | {m['test']['samples']} |
+| best val accuracy | {m['val']['accuracy']:.4f} |
+
+## Compression
+| variant | weight bytes | test accuracy |
+| --- | --- | --- |
+{rows}
+
+## Data
+- file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows)
+- validated by Great Expectations suite `{data['suite']}`
+
+## Training
+{', '.join(f'{k}={v}' for k, v in card['training'].items())}
+
+The full resolved config is in model_card.json under `config`.
+"""

@@ -1,0 +1,56 @@
+"""The BentoML service: raw images in, classes out.
+
+The package stage builds it with the exact model tag it produced
+(`bentoml build --arg model_tag=...`); the tag travels inside the Bento.
+
+    bentoml serve maas-digits:latest            # a built Bento
+    curl -X POST localhost:3000/predict -H 'content-type: application/json' \
+         -d '{"images": [[[0,0,5,13,9,1,0,0], ...8 rows...]]}'
+"""
+
+from __future__ import annotations
+
+import json
+
+import bentoml
+from pydantic import BaseModel
+
+from maas.serving.schemas import IMAGES, BadRequest, PredictResponse, to_batch
+
+with bentoml.importing():
+    from maas.backends.torch.checkpoint import load_model
+    from maas.backends.torch.fit import predict_proba
+    from maas.data.preprocessor import Preprocessor
+
+
+class ServiceArgs(BaseModel):
+    model_tag: str  # name:version in the BentoML model store, set by the package stage
+
+
+ARGS = bentoml.use_arguments(ServiceArgs)
+
+
+@bentoml.service(name="maas-digits", traffic={"timeout": 30}, workers=1, resources={"cpu": "1"})
+class DigitsService:
+    bento_model = bentoml.models.BentoModel(ARGS.model_tag)
+
+    def __init__(self) -> None:
+        # A failure here must end the process: BentoML exits when __init__ raises,
+        # so a broken model never leaves a server up that answers nothing.
+        root = self.bento_model.path_of("")
+        self.model, self.spec = load_model(root)
+        self.preprocessor = Preprocessor.load(self.bento_model.path_of("preprocessor.json"))
+        with open(self.bento_model.path_of("serve.json"), encoding="utf-8") as f:
+            self.max_batch_size = int(json.load(f)["max_batch_size"])
+        print(f"maas: loaded {self.bento_model.tag} "
+              f"(compression={self.spec.get('compression', {}).get('method', 'none')})", flush=True)
+
+    @bentoml.api
+    def predict(self, images: list = IMAGES) -> PredictResponse:
+        try:
+            raw = to_batch(images, self.preprocessor.image_shape,
+                           (self.preprocessor.raw_min, self.preprocessor.raw_max), self.max_batch_size)
+        except BadRequest as e:
+            raise bentoml.exceptions.InvalidArgument(str(e)) from None
+        proba = predict_proba(self.model, self.preprocessor.transform(raw))
+        return PredictResponse(classes=proba.argmax(1).tolist(), probabilities=proba.round(6).tolist())

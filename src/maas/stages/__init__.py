@@ -1,0 +1,81 @@
+"""The stage registry: one record per stage, next to its `run(cfg) -> dict`.
+
+`dvc.yaml` and the Prefect flow are both derived from `STAGES`, in order.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from maas.errors import ConfigError, MaasError
+
+_KEY = re.compile(r"\{([a-zA-Z0-9_.]+)\}")
+
+
+def expand(template: str, cfg: DictConfig) -> str:
+    """Fill `{paths.processed}`-style placeholders from the config."""
+
+    def value(m: re.Match) -> str:
+        v = OmegaConf.select(cfg, m.group(1))
+        if v is None:
+            raise ConfigError(f"config key {m.group(1)} is missing (needed for {template!r})")
+        return str(v)
+
+    return _KEY.sub(value, template)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[DictConfig], dict]
+    deps: tuple[str, ...]            # files the stage reads (templates over cfg)
+    outs: tuple[str, ...]            # files or directories it writes
+    params: tuple[str, ...]          # config keys it reads, tracked by DVC
+    code: tuple[str, ...] = ()       # its source, so an edit re-runs it
+    metrics: tuple[str, ...] = ()    # small JSON files DVC shows with `dvc metrics show`
+    plots: tuple[str, ...] = ()
+
+
+def stage_entry(name: str):
+    """Wrap a stage's run: print start and finish, time it, and name the stage in any failure."""
+
+    def wrap(fn: Callable[[DictConfig], dict]) -> Callable[[DictConfig], dict]:
+        @functools.wraps(fn)
+        def run(cfg: DictConfig) -> dict:
+            print(f"[maas] stage {name}: start", flush=True)
+            t0 = time.perf_counter()
+            try:
+                summary = fn(cfg)
+            except MaasError as e:
+                print(f"[maas] stage {name}: FAILED: {e}", flush=True)
+                raise
+            except Exception:
+                print(f"[maas] stage {name}: FAILED with an unexpected error:\n{traceback.format_exc()}", flush=True)
+                raise
+            summary = {"stage": name, "seconds": round(time.perf_counter() - t0, 2), **summary}
+            print(f"[maas] stage {name}: done in {summary['seconds']}s", flush=True)
+            return summary
+
+        return run
+
+    return wrap
+
+
+def all_stages() -> list[Stage]:
+    from maas.stages import compress, evaluate, package, preprocess, train, validate
+
+    return [m.STAGE for m in (validate, preprocess, train, evaluate, compress, package)]
+
+
+def get(name: str) -> Stage:
+    stages = {s.name: s for s in all_stages()}
+    if name not in stages:
+        raise ConfigError(f"no stage named {name!r}; stages are: {', '.join(stages)}")
+    return stages[name]

@@ -1,0 +1,77 @@
+"""compress: store the trained model compressed, and keep it only if it holds its accuracy.
+
+The compressed variant is reloaded from disk exactly as the Bento will load it
+and scored on the test split, so the recorded accuracy is the served one. If
+it loses more than `gates.max_compression_accuracy_drop`, the fp32 model is
+kept instead and the report says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from maas import io
+from maas.config import choice
+from maas.stages import Stage, stage_entry
+from maas.stages.preprocess import load_split
+
+REPORT_FILE = "compression.json"
+
+
+def _score(model_dir: Path, x, y) -> float:
+    from maas.backends.torch.checkpoint import load_model
+    from maas.backends.torch.fit import predict_proba
+
+    model, _ = load_model(model_dir)
+    return float((predict_proba(model, x).argmax(1) == y).mean())
+
+
+@stage_entry("compress")
+def run(cfg: DictConfig) -> dict:
+    from safetensors.torch import load_file
+
+    from maas.backends.torch.checkpoint import read_spec, write_model_dir
+    from maas.compression import METHODS, compress_state
+    from maas.models import build_model
+
+    method = choice(cfg, "compress.method", METHODS)
+    trained = Path(cfg.paths.trained)
+    spec = read_spec(trained)
+    model = build_model(spec["model"])
+    model.load_state_dict(load_file(str(trained / spec["weights"])))
+    x, y = load_split(cfg, "test")
+    baseline = {"method": "none", "bytes": (trained / spec["weights"]).stat().st_size,
+                "accuracy": _score(trained, x, y)}
+
+    with io.atomic_dir(cfg.paths.compressed) as out:
+        weights = "weights.safetensors" if method == "none" else f"weights.{method}.safetensors"
+        write_model_dir(out, state=compress_state(model, method), weights_file=weights,
+                        spec={**spec, "compression": {"method": method}})
+        candidate = {"method": method, "bytes": (out / weights).stat().st_size, "accuracy": _score(out, x, y)}
+        drop = baseline["accuracy"] - candidate["accuracy"]
+        max_drop = float(cfg.gates.max_compression_accuracy_drop)
+        kept = candidate if drop <= max_drop else baseline
+        if kept is baseline:
+            print(f"compress: {method} lost {drop:.4f} accuracy (> {max_drop}); keeping fp32", flush=True)
+            write_model_dir(out, state=dict(model.state_dict()), spec={**spec, "compression": {"method": "none"}})
+            (out / weights).unlink(missing_ok=True)
+    report = {"variants": [baseline, candidate], "chosen": kept["method"], "accuracy_drop": drop,
+              "max_accuracy_drop": max_drop, "size_ratio": candidate["bytes"] / baseline["bytes"]}
+    io.write_json(Path(cfg.paths.reports) / REPORT_FILE, report)
+    print(f"compress: {method} {candidate['bytes']:,} bytes vs fp32 {baseline['bytes']:,} "
+          f"({report['size_ratio']:.2f}x), test accuracy {candidate['accuracy']:.4f} vs {baseline['accuracy']:.4f}; "
+          f"chosen: {kept['method']}", flush=True)
+    return {"chosen": kept["method"], "size_ratio": report["size_ratio"], "accuracy_drop": drop}
+
+
+STAGE = Stage(
+    name="compress",
+    run=run,
+    deps=("{paths.trained}", "{paths.processed}"),
+    outs=("{paths.compressed}", "{paths.reports}/" + REPORT_FILE),
+    params=("compress", "gates.max_compression_accuracy_drop"),
+    code=("src/maas/stages/compress.py", "src/maas/compression"),
+    metrics=("{paths.reports}/" + REPORT_FILE,),
+)

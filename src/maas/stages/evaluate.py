@@ -1,0 +1,57 @@
+"""evaluate: test-split accuracy, macro-F1 and confusion matrix, then the accuracy gate.
+
+The reports are written before the gate is checked, so a failing model still
+leaves its numbers to look at; the stage then fails and stops the pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from maas import io
+from maas.errors import GateFailed
+from maas.stages import Stage, stage_entry
+from maas.stages.preprocess import load_split
+
+METRICS_FILE = "metrics.json"
+TABLE_FILE = "evaluation.json"
+PLOT_FILE = "confusion_matrix.png"
+
+
+@stage_entry("evaluate")
+def run(cfg: DictConfig) -> dict:
+    from maas.backends.torch.checkpoint import load_model
+    from maas.backends.torch.fit import predict_proba
+    from maas.evaluation import classification_metrics, plot_confusion_matrix
+
+    x, y = load_split(cfg, "test")
+    model, spec = load_model(cfg.paths.trained)
+    pred = predict_proba(model, x).argmax(1)
+    m = classification_metrics(y, pred, cfg.data.num_classes)
+    reports = Path(cfg.paths.reports)
+    metrics = {"test": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "samples": int(len(y))},
+               "val": {"accuracy": spec["training"]["best_val_accuracy"]}}
+    io.write_json(reports / METRICS_FILE, metrics)
+    io.write_json(reports / TABLE_FILE, {"per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"]})
+    plot_confusion_matrix(m["confusion_matrix"], reports / PLOT_FILE,
+                          f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
+    print(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {len(y)} samples",
+          flush=True)
+    gate = float(cfg.gates.min_test_accuracy)
+    if m["accuracy"] < gate:
+        raise GateFailed(f"test accuracy {m['accuracy']:.4f} is below gates.min_test_accuracy={gate}")
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+
+
+STAGE = Stage(
+    name="evaluate",
+    run=run,
+    deps=("{paths.processed}", "{paths.trained}"),
+    outs=("{paths.reports}/" + METRICS_FILE, "{paths.reports}/" + TABLE_FILE, "{paths.reports}/" + PLOT_FILE),
+    params=("gates.min_test_accuracy",),
+    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py"),
+    metrics=("{paths.reports}/" + METRICS_FILE,),
+    plots=("{paths.reports}/" + PLOT_FILE,),
+)

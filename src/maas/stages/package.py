@@ -1,0 +1,108 @@
+"""package: save the chosen model to the BentoML store and build a Bento that serves it.
+
+The model's version is a hash of its files, so the same model gets the same
+tag. The Bento is built from a staging copy of `src/maas` with that exact tag
+as a build argument (never `:latest`), then exported to `paths.bento` so DVC
+versions it and `maas serve` can re-import it on a machine whose store lacks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from maas import io
+from maas.stages import Stage, stage_entry
+from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
+from maas.stages.evaluate import METRICS_FILE
+from maas.stages.preprocess import PREPROCESSOR_FILE
+from maas.stages.validate import RESULT_FILE
+
+BENTO_FILE = "bento.json"
+CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
+
+
+def content_version(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda p: p.name):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
+    """Copy `files` into a BentoML model named `name`; reuse it if that content is already stored."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    tag = f"{name}:{content_version(files)}"
+    try:
+        return str(bentoml.models.get(tag).tag)
+    except NotFound:
+        pass
+    with bentoml.models.create(tag, labels={"project": "maas"}, metadata=metadata) as ref:
+        for f in files:
+            shutil.copy2(f, ref.path_of(f.name))
+    return tag
+
+
+def build_bento(model_tag: str, bento_name: str, bentofile: Path) -> str:
+    import bentoml
+
+    with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
+        shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
+                                               args={"model_tag": model_tag})
+    return str(bento.tag)
+
+
+@stage_entry("package")
+def run(cfg: DictConfig) -> dict:
+    import bentoml
+
+    from maas.backends.torch.checkpoint import MODEL_FILE, read_spec
+    from maas.model_card import build_card, render_markdown
+
+    compressed, reports = Path(cfg.paths.compressed), Path(cfg.paths.reports)
+    spec = read_spec(compressed)
+    metrics = io.read_json(io.require(reports / METRICS_FILE, "evaluation metrics"))
+    compression = io.read_json(io.require(reports / COMPRESSION_FILE, "compression report"))
+    validation = io.read_json(io.require(Path(cfg.paths.validated) / RESULT_FILE, "validation result"))
+
+    with tempfile.TemporaryDirectory(prefix="maas-model-") as tmp:
+        staged = Path(tmp)
+        files = [io.require(compressed / MODEL_FILE, "model.yaml"), io.require(compressed / spec["weights"], "weights"),
+                 io.require(Path(cfg.paths.processed) / PREPROCESSOR_FILE, "preprocessor"),
+                 io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
+        card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
+                          validation=validation)
+        files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
+        model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
+    card["model_tag"] = model_tag
+    print(f"package: model {model_tag}; building Bento", flush=True)
+    bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve())
+
+    with io.atomic_dir(cfg.paths.bento) as out:
+        bentoml.bentos.export_bento(bento_tag, str(out / f"{cfg.serve.bento_name}.bento"))
+        io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
+                                         "archive": f"{cfg.serve.bento_name}.bento"})
+    io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
+    io.write_text(reports / CARD_MD, render_markdown(card))
+    print(f"package: built Bento {bento_tag}\n  serve it: bentoml serve {bento_tag}", flush=True)
+    return {"bento_tag": bento_tag, "model_tag": model_tag}
+
+
+STAGE = Stage(
+    name="package",
+    run=run,
+    deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.reports}/" + METRICS_FILE,
+          "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}", "{serve.bentofile}"),
+    outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
+    params=("serve",),
+    code=("src/maas/stages/package.py", "src/maas/serving", "src/maas/model_card.py"),
+)

@@ -1,0 +1,63 @@
+"""Hydra multirun for a single stage: expand `-m` overrides into trials.
+
+Each trial composes conf/ with its overrides and writes the stage's outputs
+under `sweeps/<stage>/<n>/` instead of the DVC-tracked paths, so a sweep never
+clobbers the pipeline's results. Inputs still come from the pipeline's paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import OmegaConf
+
+from maas import io
+from maas.config import compose
+from maas.stages import Stage
+
+SWEEP_ROOT = "sweeps"
+
+
+def expand_overrides(overrides: Sequence[str]) -> list[list[str]]:
+    """Cartesian product of sweep overrides (`a=1,2 b=x,y`), as Hydra's basic sweeper makes it.
+
+    Sweep parameters declared in an `hparams_search` config (`hydra.sweeper.params`) join them.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from maas.config import conf_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        hydra_cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    declared = OmegaConf.select(hydra_cfg, "hydra.sweeper.params") or {}
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    extra = [f"{k}={v}" for k, v in declared.items() if k not in given]
+    batches = BasicSweeper.split_arguments(list(overrides) + extra, max_batch_size=None)
+    return [list(trial) for batch in batches for trial in batch]
+
+
+def run_sweep(stage: Stage, overrides: Sequence[str], root: str | Path = SWEEP_ROOT) -> list[dict]:
+    trials = expand_overrides(overrides)
+    print(f"sweep: {len(trials)} trials of stage {stage.name}", flush=True)
+    results = []
+    for i, trial in enumerate(trials):
+        out = Path(root) / stage.name / str(i)
+        cfg = compose(trial)
+        # Outputs go to the trial's folder; inputs stay where the pipeline put them.
+        for key in _out_path_keys(stage):
+            OmegaConf.update(cfg, key, str(out / Path(OmegaConf.select(cfg, key)).name))
+        print(f"sweep: trial {i + 1}/{len(trials)}: {' '.join(trial)}", flush=True)
+        summary = stage.run(cfg)
+        results.append({"trial": i, "overrides": trial, "dir": str(out), **summary})
+        io.write_json(Path(root) / stage.name / "results.json", results)
+    return results
+
+
+def _out_path_keys(stage: Stage) -> list[str]:
+    import re
+
+    keys = []
+    for template in stage.outs:
+        keys += re.findall(r"\{(paths\.[a-z_]+)\}", template)
+    return sorted(set(keys))

@@ -1,0 +1,82 @@
+"""Build and run the Great Expectations suite that `conf/expectations/` declares.
+
+GX is imported here only (it costs seconds to import), and runs in an
+ephemeral context: the suite lives in config, not in a GX project folder.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from maas.data.sources import feature_columns
+
+
+def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    features = feature_columns(data_cfg)
+    if len(features) != exp_cfg.feature_count:
+        from maas.errors import ConfigError
+
+        raise ConfigError(
+            f"expectations.feature_count={exp_cfg.feature_count} but data.image_shape "
+            f"{list(data_cfg.image_shape)} implies {len(features)} features"
+        )
+    label = data_cfg.label_column
+    suite = gx.ExpectationSuite(name=exp_cfg.suite_name)
+    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=features + [label],
+                                                           exact_match=bool(exp_cfg.exact_columns)))
+    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=exp_cfg.min_rows, max_value=exp_cfg.max_rows))
+    for col in features:
+        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
+        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=exp_cfg.feature_min,
+                                                                max_value=exp_cfg.feature_max))
+    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=label))
+    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=label, value_set=list(exp_cfg.label_set)))
+    return suite
+
+
+def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfig) -> dict[str, Any]:
+    """Run the suite on `frame`; return a JSON-ready summary naming every failed expectation."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    suite = context.suites.add(build_suite(data_cfg, exp_cfg))
+    batch_def = (context.data_sources.add_pandas("maas").add_dataframe_asset("raw")
+                 .add_batch_definition_whole_dataframe("all"))
+    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    failed = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        details = {k: v for k, v in (r.result or {}).items()
+                   if k in ("observed_value", "unexpected_count", "partial_unexpected_list", "details")}
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            details["exception"] = r.exception_info.get("exception_message")
+        failed.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
+                       "details": _jsonable(details)})
+    return {"suite": exp_cfg.suite_name, "success": bool(result.success),
+            "statistics": _jsonable(dict(result.statistics)), "failed": failed}
+
+
+def describe_failures(failed: list[dict], limit: int = 10) -> str:
+    lines = []
+    for f in failed[:limit]:
+        col = f" on column {f['column']!r}" if f["column"] else ""
+        lines.append(f"  - {f['expectation']}{col}: {f['details']}")
+    if len(failed) > limit:
+        lines.append(f"  ... and {len(failed) - limit} more")
+    return "\n".join(lines)
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
