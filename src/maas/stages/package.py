@@ -88,7 +88,7 @@ def run(cfg: DictConfig) -> dict:
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve())
 
     with io.atomic_dir(cfg.paths.bento) as out:
-        bentoml.bentos.export_bento(bento_tag, str(out / f"{cfg.serve.bento_name}.bento"))
+        bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
         io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
                                          "archive": f"{cfg.serve.bento_name}.bento"})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})

@@ -70,7 +70,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
           f"{sum(p.numel() for p in model.parameters()):,} parameters, device={device}, precision={precision}",
           flush=True)
 
-    best = FitResult({}, -1, -1.0)
+    best, best_val_loss = FitResult({}, -1, -1.0), math.inf
     step = 0
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
@@ -96,7 +96,9 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         metrics = {"train_loss": running / len(x_train), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
         best.history.append({"epoch": epoch, **metrics})
         log(epoch, metrics)
-        if val_acc > best.best_val_accuracy:
+        # Ties on accuracy (common on small val sets) go to the lower val loss.
+        if (val_acc, -val_loss) > (best.best_val_accuracy, -best_val_loss):
+            best_val_loss = val_loss
             best.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best.best_epoch, best.best_val_accuracy = epoch, val_acc
         print(f"epoch {epoch:3d}/{epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
