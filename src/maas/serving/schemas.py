@@ -26,6 +26,7 @@ def to_batch(images: list, image_shape: tuple[int, int, int], value_range: tuple
              max_batch_size: int) -> np.ndarray:
     """Check a request's images and return them as float32 rows of C*H*W raw values."""
     c, h, w = image_shape
+    image = f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
     expected = f"[N, {h}, {w}]" if c == 1 else f"[N, {c}, {h}, {w}]"
     if not isinstance(images, list) or not images:
         raise BadRequest(f"images must be a non-empty list of images shaped {expected}")
@@ -38,14 +39,15 @@ def to_batch(images: list, image_shape: tuple[int, int, int], value_range: tuple
             try:
                 np.asarray(img, dtype=np.float32)
             except (ValueError, TypeError):
-                raise BadRequest(f"images[{i}] is not a numeric {h}x{w} array (ragged rows or non-numbers)") from None
-        raise BadRequest(f"images must all have the same shape {expected[1:]}") from None
+                raise BadRequest(f"images[{i}] is not a numeric {image} array (ragged rows or non-numbers)") from None
+        raise BadRequest(f"images must all be {image} arrays of the same shape") from None
+    sent = arr.shape[1:]
     if c == 1 and arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4 or arr.shape[1:] != (c, h, w):
-        got = "x".join(map(str, arr.shape[1:])) or "a scalar"
-        raise BadRequest(f"each image must be {expected[3:-1].replace(', ', 'x')}, got {got} "
-                         f"(images shape {list(arr.shape)}, expected {expected})")
+        got = "x".join(map(str, sent)) or "a number"
+        raise BadRequest(f"each image must be {image}, got {got} (images shape {[len(arr), *sent]}, "
+                         f"expected {expected})")
     bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
     if bad.any():
         raise BadRequest(f"images[{int(np.argmax(bad))}] holds NaN or infinity")

@@ -11,10 +11,12 @@ The package stage builds it with the exact model tag it produced
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import bentoml
 from pydantic import BaseModel
 
+from maas.serving import BENTO_MODEL_SUBDIR
 from maas.serving.schemas import IMAGES, BadRequest, PredictResponse, to_batch
 
 with bentoml.importing():
@@ -37,10 +39,10 @@ class DigitsService:
     def __init__(self) -> None:
         # A failure here must end the process: BentoML exits when __init__ raises,
         # so a broken model never leaves a server up that answers nothing.
-        root = self.bento_model.path_of("")
+        root = Path(self.bento_model.path_of(BENTO_MODEL_SUBDIR))
         self.model, self.spec = load_model(root)
-        self.preprocessor = Preprocessor.load(self.bento_model.path_of("preprocessor.json"))
-        with open(self.bento_model.path_of("serve.json"), encoding="utf-8") as f:
+        self.preprocessor = Preprocessor.load(root / "preprocessor.json")
+        with open(root / "serve.json", encoding="utf-8") as f:
             self.max_batch_size = int(json.load(f)["max_batch_size"])
         print(f"maas: loaded {self.bento_model.tag} "
               f"(compression={self.spec.get('compression', {}).get('method', 'none')})", flush=True)
@@ -53,4 +55,4 @@ class DigitsService:
         except BadRequest as e:
             raise bentoml.exceptions.InvalidArgument(str(e)) from None
         proba = predict_proba(self.model, self.preprocessor.transform(raw))
-        return PredictResponse(classes=proba.argmax(1).tolist(), probabilities=proba.round(6).tolist())
+        return PredictResponse(classes=proba.argmax(1).tolist(), probabilities=proba.astype(float).round(6).tolist())

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
+from maas.serving import BENTO_MODEL_SUBDIR
 from maas.stages import Stage, stage_entry
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import METRICS_FILE
@@ -46,8 +47,11 @@ def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
     except NotFound:
         pass
     with bentoml.models.create(tag, labels={"project": "maas"}, metadata=metadata) as ref:
+        # A subdirectory, because BentoML writes its own model.yaml at the root.
+        target = Path(ref.path_of(BENTO_MODEL_SUBDIR))
+        target.mkdir()
         for f in files:
-            shutil.copy2(f, ref.path_of(f.name))
+            shutil.copy2(f, target / f.name)
     return tag
 
 

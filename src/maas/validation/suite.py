@@ -46,7 +46,11 @@ def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfi
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # Its tqdm bars redraw per metric batch and flood DVC/Prefect logs; we print one summary line.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     suite = context.suites.add(build_suite(data_cfg, exp_cfg))
     batch_def = (context.data_sources.add_pandas("maas").add_dataframe_asset("raw")
                  .add_batch_definition_whole_dataframe("all"))
