@@ -32,7 +32,7 @@ def render_markdown(card: dict) -> str:
 - input: raw images shaped {card['input_shape']}, classes {card['classes']}
 - served variant: **{comp['chosen']}**
 
-## Metrics (held-out test split)
+## Metrics (held-out test split, fp32 model)
 | metric | value |
 | --- | --- |
 | accuracy | {m['test']['accuracy']:.4f} |
@@ -41,9 +41,11 @@ def render_markdown(card: dict) -> str:
 | best val accuracy | {m['val']['accuracy']:.4f} |
 
 ## Compression
-| variant | weight bytes | test accuracy |
+| variant | weight bytes | val accuracy |
 | --- | --- | --- |
 {rows}
+
+Served variant **{comp['chosen']}**: test accuracy {comp['served_test_accuracy']:.4f}.
 
 ## Data
 - file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows)
