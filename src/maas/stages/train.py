@@ -20,6 +20,7 @@ LIVE_DIR = "train"  # inside paths.reports
 @stage_entry("train")
 def run(cfg: DictConfig) -> dict:
     import hydra.utils
+    import torch
     from dvclive import Live
 
     from maas.backends import BACKENDS
@@ -31,6 +32,7 @@ def run(cfg: DictConfig) -> dict:
     choice(cfg, "trainer.backend", BACKENDS)
     train, val = load_split(cfg, "train"), load_split(cfg, "val")
     device = pick_device(cfg.trainer.device)
+    torch.manual_seed(cfg.seed)  # weight init draws from the global generator: seed it first
     model = build_model(cfg.model)
     print(f"train: instantiating model <{cfg.model._target_}>, optimizer <{cfg.trainer.optimizer._target_}>",
           flush=True)

@@ -1,0 +1,131 @@
+"""Shared fixtures: a tiny config in a temp dir, one tiny pipeline run per session,
+and real servers (Prefect) for the end-to-end tests.
+
+Everything the tools keep in a home directory (BentoML's store, Prefect's
+database) goes to a temp dir so the tests never touch the user's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+_HOME = Path(tempfile.mkdtemp(prefix="maas-tests-"))
+os.environ["BENTOML_HOME"] = str(_HOME / "bentoml")
+os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
+os.environ["GX_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "true"
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+# dvc.yaml and flows call `maas`; the tests' interpreter's scripts must be found first.
+os.environ["PATH"] = f"{BIN}{os.pathsep}{os.environ['PATH']}"
+os.environ.pop("PREFECT_API_URL", None)
+os.chdir(ROOT)
+
+
+def tiny_overrides(workdir: Path, raw: Path) -> list[str]:
+    """A config that runs every stage in seconds, writing under `workdir`."""
+    return ["trainer=fast", "gates=none", f"paths.raw={raw}",
+            *(f"paths.{k}={workdir / k}" for k in ("validated", "processed", "trained", "compressed", "reports", "bento"))]
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory) -> Path:
+    from maas.data.sources import export_digits
+
+    raw = tmp_path_factory.mktemp("raw")
+    export_digits(raw / "digits.csv")
+    return raw
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path, raw_dir):
+    from maas.config import compose
+
+    return compose(tiny_overrides(tmp_path, raw_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, raw_dir):
+    """All six stages once on the tiny config; tests read its outputs and must not change them."""
+    from maas.config import compose
+    from maas.stages import all_stages
+
+    work = tmp_path_factory.mktemp("tiny-run")
+    cfg = compose(tiny_overrides(work, raw_dir))
+    summaries = {s.name: s.run(cfg) for s in all_stages()}
+    return cfg, summaries
+
+
+def copy_outputs(cfg, tmp_path: Path, *keys: str):
+    """Copy the tiny run's outputs for `keys` into tmp_path and point a copy of cfg at them."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    for key in keys:
+        src = Path(OmegaConf.select(cfg, f"paths.{key}"))
+        shutil.copytree(src, tmp_path / key)
+        OmegaConf.update(cfg, f"paths.{key}", str(tmp_path / key))
+    return cfg
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until `url` answers 200; fail early if the server process died."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One real Prefect server (SQLite) for the session; flows find it through PREFECT_API_URL."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_UI_ENABLED": "false"}
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_http(f"{url}/health", proc, timeout=120)
+        yield url
+    finally:
+        stop(proc)
+        log.close()

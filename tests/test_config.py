@@ -1,0 +1,98 @@
+"""conf/ is the source of truth: params.yaml and dvc.yaml must be exactly what it produces."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from maas.config import compose, load_params, to_params_text, write_params
+from maas.dvcfile import render
+from maas.errors import ConfigError
+from maas.stages import all_stages, expand, get
+
+
+def test_params_yaml_matches_conf():
+    committed = (ROOT / "params.yaml").read_text(encoding="utf-8")
+    assert committed == to_params_text(compose()), "params.yaml drifted from conf/: run `make dvc-files`"
+
+
+def test_dvc_yaml_matches_stage_registry():
+    committed = (ROOT / "dvc.yaml").read_text(encoding="utf-8")
+    assert committed == render(compose()), "dvc.yaml drifted from the stage registry: run `make dvc-files`"
+
+
+def test_dvc_yaml_lists_the_six_stages_in_order():
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == ["validate", "preprocess", "train", "evaluate", "compress", "package"]
+    assert all(s["cmd"] == f"maas stage {name} --params params.yaml" for name, s in stages.items())
+
+
+def test_registry_declares_real_params_and_code():
+    cfg = compose()
+    for stage in all_stages():
+        for key in stage.params:
+            assert OmegaConf.select(cfg, key) is not None, f"{stage.name}: param {key} is not in conf/"
+        for path in stage.code:
+            assert (ROOT / path).exists(), f"{stage.name}: code dep {path} does not exist"
+        assert stage.outs, f"{stage.name} declares no outputs"
+
+
+def test_overrides_and_groups_compose():
+    cfg = compose(["experiment=small_cnn"])
+    assert cfg.model.channels == 16 and cfg.trainer.epochs == 30
+    # The command line wins over an experiment, as in Hydra.
+    assert compose(["experiment=small_cnn", "trainer.epochs=3"]).trainer.epochs == 3
+    assert compose(["model=mlp"]).model._target_.endswith("MLP")
+    cfg = compose(["model.channels=64", "seed=7"])
+    assert cfg.model.channels == 64 and cfg.seed == 7
+    assert cfg.model.num_classes == cfg.data.num_classes  # interpolations are resolved
+
+
+@pytest.mark.parametrize("override, named", [
+    ("trainer.epochz=3", "epochz"),
+    ("model=transformer", "transformer"),
+    ("trainer.epochs", "trainer.epochs"),
+])
+def test_bad_override_names_the_problem(override, named):
+    with pytest.raises(ConfigError, match=named):
+        compose([override])
+
+
+def test_unknown_stage_lists_the_real_ones():
+    with pytest.raises(ConfigError, match="validate, preprocess, train"):
+        get("deploy")
+
+
+def test_expand_fails_on_missing_key():
+    with pytest.raises(ConfigError, match="paths.nowhere"):
+        expand("{paths.nowhere}/x", compose())
+
+
+def test_write_params_only_when_changed(tmp_path):
+    path = tmp_path / "params.yaml"
+    assert write_params(compose(), path) is True
+    mtime = path.stat().st_mtime_ns
+    assert write_params(compose(), path) is False
+    assert path.stat().st_mtime_ns == mtime
+    assert write_params(compose(["seed=1"]), path) is True
+    assert load_params(path).seed == 1
+
+
+def test_load_params_rejects_missing_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="maas compose"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(tmp_path / "list.yaml")
+
+
+def test_model_target_outside_maas_is_refused():
+    from maas.models import build_model
+
+    cfg = compose()
+    cfg.model._target_ = "os.system"
+    with pytest.raises(ConfigError, match="os.system"):
+        build_model(cfg.model)

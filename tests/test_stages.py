@@ -1,0 +1,249 @@
+"""Each stage on the tiny config: what it writes, and how it fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import copy_outputs
+from maas import io
+from maas.errors import ArtifactError, ConfigError, DataValidationError, GateFailed
+from maas.stages import get
+
+
+def paths(cfg) -> dict[str, Path]:
+    return {k: Path(v) for k, v in cfg.paths.items()}
+
+
+# --- validate ---------------------------------------------------------------
+
+def test_validate_passes_digits_and_records_the_data_hash(tiny_run):
+    cfg, summaries = tiny_run
+    result = io.read_json(paths(cfg)["validated"] / "result.json")
+    assert result["success"] and result["rows"] == 1797
+    assert result["data_md5"] == io.file_md5(paths(cfg)["raw"] / "digits.csv")
+    # columns + row count + per-pixel not-null and range + label not-null and set
+    assert summaries["validate"]["expectations"] == 2 + 64 * 2 + 2
+
+
+def _bad_raw(raw_dir: Path, tmp_path: Path, edit) -> Path:
+    frame = pd.read_csv(raw_dir / "digits.csv")
+    edit(frame)
+    out = tmp_path / "bad_raw"
+    out.mkdir()
+    frame.to_csv(out / "digits.csv", index=False)
+    return out
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda f: f.__setitem__("pixel_5", f["pixel_5"].where(f.index != 3, 99)), "pixel_5"),
+    (lambda f: f.__setitem__("label", f["label"].where(f.index != 0, 11)), "expect_column_values_to_be_in_set"),
+    (lambda f: f.__setitem__("pixel_9", f["pixel_9"].astype(float).where(f.index != 0, np.nan)), "to_not_be_null"),
+    (lambda f: f.drop(columns=["pixel_63"], inplace=True), "expect_table_columns_to_match_set"),
+])
+def test_validate_rejects_bad_data_and_keeps_the_last_good_result(tiny_run, raw_dir, tmp_path, edit, named):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "validated")
+    before = (paths(cfg)["validated"] / "result.json").read_bytes()
+    cfg.paths.raw = str(_bad_raw(raw_dir, tmp_path, edit))
+    with pytest.raises(DataValidationError, match=named):
+        get("validate").run(cfg)
+    assert (paths(cfg)["validated"] / "result.json").read_bytes() == before
+
+
+# --- preprocess -------------------------------------------------------------
+
+def test_preprocess_writes_disjoint_stratified_splits(tiny_run):
+    cfg, _ = tiny_run
+    splits = {n: io.read_npz(paths(cfg)["processed"] / f"{n}.npz") for n in ("train", "val", "test")}
+    assert sum(len(s["y"]) for s in splits.values()) == 1797
+    idx = [set(s["index"].tolist()) for s in splits.values()]
+    assert len(set.union(*idx)) == 1797
+    assert all(s["x"].shape[1:] == (1, 8, 8) and s["x"].dtype == np.float32 for s in splits.values())
+    counts = np.bincount(splits["test"]["y"], minlength=10)
+    assert counts.min() >= 25 and counts.max() <= 29  # 270 test rows, ~27 per class
+
+
+def test_preprocess_scaling_is_fitted_on_train_only(tiny_run):
+    cfg, _ = tiny_run
+    from maas.data.preprocessor import Preprocessor
+    from maas.data.sources import read_raw, to_arrays
+
+    pre = Preprocessor.load(paths(cfg)["processed"] / "preprocessor.json")
+    x, _ = to_arrays(read_raw(cfg), cfg.data)
+    train_idx = io.read_npz(paths(cfg)["processed"] / "train.npz")["index"]
+    assert np.allclose(pre.offset, x[train_idx].mean(0))
+    assert not np.allclose(pre.offset, x.mean(0))
+    assert (pre.raw_min, pre.raw_max) == (0.0, 16.0)
+
+
+def test_preprocess_refuses_data_changed_since_validation(tiny_run, raw_dir, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "validated", "processed")
+    cfg.paths.raw = str(_bad_raw(raw_dir, tmp_path, lambda f: f.drop(index=[0], inplace=True)))
+    before = io.dir_sha256(paths(cfg)["processed"])
+    with pytest.raises(ArtifactError, match="changed since it was validated"):
+        get("preprocess").run(cfg)
+    assert io.dir_sha256(paths(cfg)["processed"]) == before
+
+
+# --- train ------------------------------------------------------------------
+
+def test_train_writes_safetensors_and_an_architecture_spec(tiny_run):
+    cfg, _ = tiny_run
+    from safetensors import safe_open
+
+    from maas.backends.torch.checkpoint import load_model, read_spec
+
+    trained = paths(cfg)["trained"]
+    assert sorted(p.name for p in trained.iterdir()) == ["model.yaml", "weights.safetensors"]
+    with safe_open(str(trained / "weights.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "maas.model/1"
+    spec = read_spec(trained)
+    assert spec["model"]["channels"] == cfg.model.channels and spec["training"]["epochs"] == 2
+    model, _ = load_model(trained)
+    assert sum(p.numel() for p in model.parameters()) > 10_000
+
+
+def test_train_logs_metrics_per_epoch(tiny_run):
+    cfg, _ = tiny_run
+    live = paths(cfg)["reports"] / "train"
+    rows = (live / "plots" / "metrics" / "val_accuracy.tsv").read_text().strip().splitlines()
+    assert len(rows) == 1 + cfg.trainer.epochs  # header + one per epoch
+    summary = io.read_json(live / "metrics.json")
+    assert 0.5 < summary["best_val_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"trainer.device": "cuda"}, "no CUDA device"),
+    ({"trainer.device": "tpu9"}, "is not a device"),
+    ({"trainer.precision": "16-mixed"}, "needs CUDA"),
+    ({"trainer.precision": "8"}, "trainer.precision='8'"),
+    ({"trainer.backend": "jax"}, "trainer.backend='jax'"),
+])
+def test_train_config_errors_are_named_and_keep_the_old_model(tiny_run, tmp_path, override, message):
+    import torch
+
+    if "cuda" in str(override.values()) and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
+    before = io.dir_sha256(paths(cfg)["trained"])
+    for k, v in override.items():
+        OmegaConf.update(cfg, k, v)
+    with pytest.raises(ConfigError, match=message):
+        get("train").run(cfg)
+    assert io.dir_sha256(paths(cfg)["trained"]) == before
+
+
+def test_train_bf16_autocast_runs_on_cpu(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
+    cfg.trainer.precision, cfg.trainer.epochs = "bf16-mixed", 1
+    summary = get("train").run(cfg)
+    assert summary["best_epoch"] == 1 and summary["best_val_accuracy"] > 0.3
+    from maas.backends.torch.checkpoint import read_spec
+
+    assert read_spec(paths(cfg)["trained"])["training"]["precision"] == "bf16-mixed"
+
+
+def test_train_is_reproducible_with_a_seed(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
+    get("train").run(cfg)
+    assert io.dir_sha256(paths(cfg)["trained"] / "weights.safetensors") == \
+        io.dir_sha256(paths(tiny_run[0])["trained"] / "weights.safetensors")
+
+
+# --- evaluate ---------------------------------------------------------------
+
+def test_evaluate_writes_metrics_and_confusion_matrix(tiny_run):
+    cfg, summaries = tiny_run
+    reports = paths(cfg)["reports"]
+    metrics = io.read_json(reports / "metrics.json")
+    assert metrics["test"]["samples"] == 270
+    assert metrics["test"]["accuracy"] == summaries["evaluate"]["accuracy"]
+    table = io.read_json(reports / "evaluation.json")
+    matrix = np.array(table["confusion_matrix"])
+    assert matrix.shape == (10, 10) and matrix.sum() == 270
+    assert np.isclose(np.trace(matrix) / 270, metrics["test"]["accuracy"])
+    assert (reports / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_gate_fails_but_leaves_the_numbers(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "reports")
+    (paths(cfg)["reports"] / "metrics.json").unlink()
+    cfg.gates.min_test_accuracy = 1.01
+    with pytest.raises(GateFailed, match="below gates.min_test_accuracy=1.01"):
+        get("evaluate").run(cfg)
+    assert io.read_json(paths(cfg)["reports"] / "metrics.json")["test"]["samples"] == 270
+
+
+# --- compress ---------------------------------------------------------------
+
+def test_compress_int8_is_smaller_and_agrees_with_fp32(tiny_run):
+    cfg, _ = tiny_run
+    from maas.backends.torch.checkpoint import load_model, read_spec
+    from maas.backends.torch.fit import predict_proba
+    from maas.stages.preprocess import load_split
+
+    report = io.read_json(paths(cfg)["reports"] / "compression.json")
+    assert report["chosen"] == "int8_dynamic" and report["size_ratio"] < 0.35
+    assert read_spec(paths(cfg)["compressed"])["compression"]["method"] == "int8_dynamic"
+    x, _ = load_split(cfg, "test")
+    fp32, _ = load_model(paths(cfg)["trained"])
+    int8, _ = load_model(paths(cfg)["compressed"])
+    agree = (predict_proba(fp32, x).argmax(1) == predict_proba(int8, x).argmax(1)).mean()
+    assert agree > 0.97
+
+
+def test_compress_keeps_fp32_when_int8_loses_too_much(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
+    cfg.gates.max_compression_accuracy_drop = -1.0  # nothing can pass
+    assert get("compress").run(cfg)["chosen"] == "none"
+    assert sorted(p.name for p in paths(cfg)["compressed"].iterdir()) == ["model.yaml", "weights.safetensors"]
+
+
+def test_compress_unknown_method(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
+    cfg.compress.method = "int4"
+    with pytest.raises(ConfigError, match="compress.method='int4'"):
+        get("compress").run(cfg)
+
+
+# --- package ----------------------------------------------------------------
+
+def test_package_builds_a_bento_with_model_preprocessor_and_card(tiny_run):
+    import bentoml
+
+    cfg, summaries = tiny_run
+    info = io.read_json(paths(cfg)["bento"] / "bento.json")
+    assert info["bento_tag"] == summaries["package"]["bento_tag"]
+    assert (paths(cfg)["bento"] / info["archive"]).stat().st_size > 100_000
+    model = bentoml.models.get(info["model_tag"])
+    stored = {p.name for p in Path(model.path_of("maas")).iterdir()}
+    assert {"model.yaml", "weights.int8_dynamic.safetensors", "preprocessor.json", "serve.json",
+            "model_card.json"} <= stored
+    assert not any(p.suffix in (".pkl", ".pt", ".pth") for p in Path(model.path).rglob("*"))
+    card = io.read_json(paths(cfg)["reports"] / "model_card.json")
+    assert card["data"]["md5"] == io.file_md5(paths(cfg)["raw"] / "digits.csv")
+    assert card["metrics"]["test"]["accuracy"] == summaries["evaluate"]["accuracy"]
+    assert card["config"]["model"]["channels"] == cfg.model.channels
+    md = (paths(cfg)["reports"] / "model_card.md").read_text()
+    assert info["model_tag"] in md and "int8_dynamic" in md
+
+
+def test_package_model_version_is_a_content_hash(tiny_run):
+    from maas.stages.package import save_bento_model
+
+    cfg, summaries = tiny_run
+    files = [paths(cfg)["compressed"] / "model.yaml"]
+    first = save_bento_model("maas-hash-test", files, {})
+    assert save_bento_model("maas-hash-test", files, {}) == first
+
+
+def test_package_without_compressed_model_names_it(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "reports")
+    cfg.paths.compressed = str(tmp_path / "missing")
+    with pytest.raises(ArtifactError, match="model.yaml not found"):
+        get("package").run(cfg)
