@@ -22,18 +22,31 @@ SWEEP_ROOT = "sweeps"
 def expand_overrides(overrides: Sequence[str]) -> list[list[str]]:
     """Cartesian product of sweep overrides (`a=1,2 b=x,y`), as Hydra's basic sweeper makes it.
 
-    Sweep parameters declared in an `hparams_search` config (`hydra.sweeper.params`) join them.
+    Sweep parameters declared in an `hparams_search` config (`hydra.sweeper.params`) join them;
+    a key given on the command line wins over the declared one.
     """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from maas.config import conf_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        hydra_cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    declared = OmegaConf.select(hydra_cfg, "hydra.sweeper.params") or {}
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
-    extra = [f"{k}={v}" for k, v in declared.items() if k not in given]
-    batches = BasicSweeper.split_arguments(list(overrides) + extra, max_batch_size=None)
+    from maas.config import conf_dir
+    from maas.errors import ConfigError
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(list(overrides))
+        # Compose with the fixed overrides only, to read what hparams_search declares.
+        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            hydra_cfg = hydra_compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        declared = OmegaConf.select(hydra_cfg, "hydra.sweeper.params") or {}
+        given = {o.key_or_group for o in parsed}
+        extra = parser.parse_overrides([f"{k}={v}" for k, v in declared.items() if k not in given])
+        batches = BasicSweeper.split_arguments(parsed + extra, max_batch_size=None)
+    except HydraException as e:
+        raise ConfigError(f"bad sweep overrides {list(overrides)}: {e}") from e
     return [list(trial) for batch in batches for trial in batch]
 
 
