@@ -102,13 +102,21 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
+def start(argv: list[str], log: Path, **kwargs) -> subprocess.Popen:
+    """Start a server in its own process group, so `stop` also ends the workers it spawns."""
+    with open(log, "w") as f:
+        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+
+
 def stop(proc: subprocess.Popen) -> None:
+    import signal
+
     if proc.poll() is None:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
@@ -119,13 +127,11 @@ def prefect_server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_SERVER_UI_ENABLED": "false"}
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                 home / "server.log", env=env)
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_http(f"{url}/health", proc, timeout=120)
         yield url
     finally:
         stop(proc)
-        log.close()

@@ -1,0 +1,94 @@
+"""`dvc repro` for real, in a temp copy of the project: the default config end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from maas import io
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["validate", "preprocess", "train", "evaluate", "compress", "package"]
+
+
+def sh(cwd: Path, *argv: str, check: bool = True) -> str:
+    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out.stdout + out.stderr
+
+
+def ran(output: str) -> list[str]:
+    return [s for s in STAGES if f"Running stage '{s}'" in output]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """The project's files (tracked or not yet tracked, never ignored) in a fresh git repo."""
+    dest = tmp_path_factory.mktemp("project")
+    files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
+    for rel in files:
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    git = ["git", "-c", "user.name=maas-tests", "-c", "user.email=tests@maas.invalid"]
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, *git, "commit", "-qm", "copy")  # dvclive needs a commit to attach to
+    sh(dest, "maas", "data", "export")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def first_repro(project) -> str:
+    return sh(project, "dvc", "repro")
+
+
+def test_repro_runs_all_six_stages_and_meets_the_quality_bar(project, first_repro):
+    assert ran(first_repro) == STAGES
+    metrics = io.read_json(project / "reports" / "metrics.json")
+    assert metrics["test"]["accuracy"] >= 0.97, metrics
+    info = io.read_json(project / "models" / "bento" / "bento.json")
+    assert (project / "models" / "bento" / info["archive"]).exists()
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+
+
+def test_second_repro_runs_nothing(project, first_repro):
+    out = sh(project, "dvc", "repro")
+    assert ran(out) == [] and "Data and pipelines are up to date." in out
+
+
+def test_a_param_change_reruns_only_what_reads_it(project, first_repro):
+    sh(project, "maas", "compose", "gates.min_test_accuracy=0.9")
+    out = sh(project, "dvc", "repro")
+    # evaluate reads the gate; its outputs come out identical, so compress and package stay cached.
+    assert ran(out) == ["evaluate"], out
+    sh(project, "maas", "compose")
+    sh(project, "dvc", "repro")
+
+
+def test_push_then_pull_restores_data_and_outputs(project, first_repro):
+    sh(project, "dvc", "push")
+    raw_md5 = io.file_md5(project / "data" / "raw" / "digits.csv")
+    for p in ("data/raw", "models", "reports", ".dvc/cache"):
+        shutil.rmtree(project / p)
+    sh(project, "dvc", "pull")
+    assert io.file_md5(project / "data" / "raw" / "digits.csv") == raw_md5
+    assert (project / "models" / "trained" / "weights.safetensors").exists()
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
+
+
+def test_a_failing_gate_stops_the_pipeline_and_keeps_the_last_bento(project, first_repro):
+    bento = io.dir_sha256(project / "models" / "bento")
+    sh(project, "maas", "compose", "gates.min_test_accuracy=1.0", "trainer.epochs=1")
+    out = sh(project, "dvc", "repro", check=False)
+    assert "below gates.min_test_accuracy=1.0" in out
+    assert ran(out) == ["train", "evaluate"]
+    assert io.dir_sha256(project / "models" / "bento") == bento
+    sh(project, "maas", "compose")
