@@ -32,6 +32,7 @@ def test_channel_first_images_are_accepted_too():
     ([1, 2], "got a number"),
     ([image(), [[0] * 8] * 7 + [[0] * 5]], r"images\[1\] is not a numeric 8x8 array"),
     ([[["a"] * 8] * 8], r"images\[0\] is not a numeric"),
+    ([image(), [[0] * 8] * 7], r"images\[1\] is 7x8 but images\[0\] is 8x8"),
     ([image(), image(17)], r"images\[1\] has pixel values outside \[0, 16\]"),
     ([image(-1)], "outside"),
     ([image(float("nan"))], "NaN"),

@@ -35,12 +35,15 @@ def to_batch(images: list, image_shape: tuple[int, int, int], value_range: tuple
     try:
         arr = np.asarray(images, dtype=np.float32)
     except (ValueError, TypeError):
+        shapes = []
         for i, img in enumerate(images):
             try:
-                np.asarray(img, dtype=np.float32)
+                shapes.append(np.asarray(img, dtype=np.float32).shape)
             except (ValueError, TypeError):
                 raise BadRequest(f"images[{i}] is not a numeric {image} array (ragged rows or non-numbers)") from None
-        raise BadRequest(f"images must all be {image} arrays of the same shape") from None
+        i = next(i for i, s in enumerate(shapes) if s != shapes[0])
+        raise BadRequest(f"images[{i}] is {'x'.join(map(str, shapes[i]))} but images[0] is "
+                         f"{'x'.join(map(str, shapes[0]))}; each image must be {image}") from None
     sent = arr.shape[1:]
     if c == 1 and arr.ndim == 3:
         arr = arr[:, None]

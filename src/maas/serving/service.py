@@ -11,12 +11,19 @@ The package stage builds it with the exact model tag it produced
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import bentoml
 from pydantic import BaseModel
 
 from maas.serving import BENTO_MODEL_SUBDIR
+
+# Outside a container BentoML respawns a worker whose __init__ fails, forever: the server
+# never becomes ready and never exits. A model that fails to load fails again, so we take
+# the container behaviour (no respawn; the server exits when its worker does) and leave
+# restarts to the supervisor. This variable only switches respawn in BentoML 1.4.
+os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
 from maas.serving.schemas import IMAGES, BadRequest, PredictResponse, to_batch
 
 with bentoml.importing():
