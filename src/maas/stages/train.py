@@ -47,7 +47,8 @@ def run(cfg: DictConfig) -> dict:
 
         result = fit(model, train, val, make_optimizer=hydra.utils.instantiate(t.optimizer), device=device,
                      precision=t.precision, epochs=t.epochs, batch_size=t.batch_size,
-                     warmup_epochs=t.warmup_epochs, min_lr_ratio=t.min_lr_ratio, seed=cfg.seed, log=log)
+                     warmup_epochs=t.warmup_epochs, min_lr_ratio=t.min_lr_ratio, seed=cfg.seed,
+                     augment_shift=t.augment_shift, log=log)
         live.summary = {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy}
 
     spec = {
