@@ -18,18 +18,18 @@ import bentoml
 from pydantic import BaseModel
 
 from maas.serving import BENTO_MODEL_SUBDIR
-
-# Outside a container BentoML respawns a worker whose __init__ fails, forever: the server
-# never becomes ready and never exits. A model that fails to load fails again, so we take
-# the container behaviour (no respawn; the server exits when its worker does) and leave
-# restarts to the supervisor. This variable only switches respawn in BentoML 1.4.
-os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
 from maas.serving.schemas import IMAGES, BadRequest, PredictResponse, to_batch
 
 with bentoml.importing():
     from maas.backends.torch.checkpoint import load_model
     from maas.backends.torch.fit import predict_proba
     from maas.data.preprocessor import Preprocessor
+
+# Outside a container BentoML respawns a worker whose __init__ fails, forever: the server
+# never becomes ready and never exits. A model that fails to load fails again, so we take
+# the container behaviour (no respawn; the server exits when its worker does) and leave
+# restarts to the supervisor. This variable only switches respawn in BentoML 1.4.
+os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
 
 
 class ServiceArgs(BaseModel):
