@@ -136,7 +136,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    # Overrides may follow flags (`maas stage train -m a=1,2 b=3`); argparse stops filling a
+    # positional list at the first flag, so collect the rest here.
+    args, rest = p.parse_known_args(argv)
+    if rest:
+        if not hasattr(args, "overrides") or any(r.startswith("-") for r in rest):
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = [*args.overrides, *rest]
     try:
         args.fn(args)
     except MaasError as e:

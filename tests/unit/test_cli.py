@@ -1,0 +1,41 @@
+"""The `maas` command: overrides after flags, errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+from conftest import copy_outputs, tiny_overrides
+from maas import io
+from maas.cli import main
+from maas.config import load_params
+
+
+def test_compose_takes_overrides_after_flags(tmp_path):
+    out = tmp_path / "params.yaml"
+    assert main(["compose", "--out", str(out), "seed=3", "model=mlp"]) == 0
+    cfg = load_params(out)
+    assert cfg.seed == 3 and cfg.model._target_.endswith("MLP")
+
+
+def test_sweep_flag_then_overrides_runs_each_trial(tiny_run, tmp_path, monkeypatch, capsys):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "processed")
+    monkeypatch.chdir(tmp_path)  # sweeps/ lands here
+    overrides = [o for o in tiny_overrides(tmp_path, tmp_path) if not o.startswith("paths.processed")]
+    assert main(["stage", "train", "-m", *overrides, "trainer.epochs=1", "model.channels=4,8",
+                 f"paths.processed={cfg.paths.processed}"]) == 0
+    results = io.read_json(tmp_path / "sweeps" / "train" / "results.json")
+    assert [r["overrides"][-2] for r in results] == ["model.channels=4", "model.channels=8"]
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["stage", "deploy"]) == 2
+    assert "no stage named 'deploy'" in capsys.readouterr().err
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    assert main(["stage", "train", "--params", str(tmp_path / "params.yaml"), "seed=2"]) == 2
+    assert "pass overrides to `maas compose`" in capsys.readouterr().err
+
+
+def test_unknown_flag_is_refused(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["stage", "train", "-m", "--bogus"])
+    assert e.value.code == 2 and "--bogus" in capsys.readouterr().err
