@@ -73,6 +73,20 @@ def test_a_param_change_reruns_only_what_reads_it(project, first_repro):
     sh(project, "dvc", "repro")
 
 
+def test_revalidating_the_same_data_reruns_nothing_downstream(project, first_repro):
+    """Data Docs carry timestamps; later stages read only result.json, so they stay cached."""
+    code = project / "src" / "maas" / "stages" / "validate.py"
+    original = code.read_text()
+    code.write_text(original + "\n# touched by a test\n")
+    try:
+        out = sh(project, "dvc", "repro")
+        assert ran(out) == ["validate"], out
+        assert (project / "data" / "validated" / "data_docs" / "index.html").exists()
+    finally:
+        code.write_text(original)
+        sh(project, "dvc", "repro")
+
+
 def test_push_then_pull_restores_data_and_outputs(project, first_repro):
     sh(project, "dvc", "push")
     raw_md5 = io.file_md5(project / "data" / "raw" / "digits.csv")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,10 @@ def test_validate_passes_digits_and_records_the_data_hash(tiny_run):
     assert result["data_md5"] == io.file_md5(paths(cfg)["raw"] / "digits.csv")
     # columns + row count + per-pixel not-null and range + label not-null and set
     assert summaries["validate"]["expectations"] == 2 + 64 * 2 + 2
+    docs = paths(cfg)["validated"] / "data_docs"
+    assert "digits_raw" in (docs / "index.html").read_text()
+    assert (docs / "expectations" / "digits_raw.html").exists()
+    assert len(list((docs / "validations").rglob("*.html"))) == 1
 
 
 def _bad_raw(raw_dir: Path, tmp_path: Path, edit) -> Path:
@@ -50,9 +54,12 @@ def test_validate_rejects_bad_data_and_keeps_the_last_good_result(tiny_run, raw_
     cfg = copy_outputs(tiny_run[0], tmp_path, "validated")
     before = (paths(cfg)["validated"] / "result.json").read_bytes()
     cfg.paths.raw = str(_bad_raw(raw_dir, tmp_path, edit))
-    with pytest.raises(DataValidationError, match=named):
+    with pytest.raises(DataValidationError, match=named) as e:
         get("validate").run(cfg)
     assert (paths(cfg)["validated"] / "result.json").read_bytes() == before
+    failed_docs = Path(str(e.value).rsplit("Data Docs of this run: ", 1)[1])
+    assert failed_docs.exists() and failed_docs.parent != paths(cfg)["validated"] / "data_docs"
+    shutil.rmtree(failed_docs.parents[1])
 
 
 # --- preprocess -------------------------------------------------------------

@@ -105,7 +105,7 @@ STAGE = Stage(
     name="package",
     run=run,
     deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.reports}/" + METRICS_FILE,
-          "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}", "{serve.bentofile}"),
+          "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
     outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
     params=("serve",),
     code=("src/maas/stages/package.py", "src/maas/serving", "src/maas/model_card.py"),

@@ -1,11 +1,15 @@
 """validate: run the Great Expectations suite on the raw data.
 
-On failure nothing is written: the last good `data/validated/` stays, and the
-error names each failed expectation.
+Writes `result.json` (what later stages check) and GX's Data Docs (HTML, under
+`data_docs/`). On failure the last good `data/validated/` stays: the error names
+each failed expectation, and the failed run's Data Docs go to a temp folder
+the error points to.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -16,6 +20,7 @@ from maas.errors import DataValidationError
 from maas.stages import Stage, stage_entry
 
 RESULT_FILE = "result.json"
+DOCS_DIR = "data_docs"
 
 
 @stage_entry("validate")
@@ -24,14 +29,18 @@ def run(cfg: DictConfig) -> dict:
 
     path = raw_file(cfg)
     frame = read_raw(cfg)
-    report = validate_frame(frame, cfg.data, cfg.expectations)
-    report.update({"data_file": str(path), "data_md5": io.file_md5(path), "rows": len(frame)})
-    if not report["success"]:
-        raise DataValidationError(
-            f"{path} failed {len(report['failed'])} expectation(s) of suite {report['suite']!r}:\n"
-            + describe_failures(report["failed"])
-        )
     with io.atomic_dir(cfg.paths.validated) as out:
+        report = validate_frame(frame, cfg.data, cfg.expectations, docs_dir=out / DOCS_DIR)
+        report.update({"data_file": str(path), "data_md5": io.file_md5(path), "rows": len(frame)})
+        if not report["success"]:
+            # Leaving the block by raising discards `out`; keep this run's Data Docs apart.
+            message = (f"{path} failed {len(report['failed'])} expectation(s) of suite {report['suite']!r}:\n"
+                       + describe_failures(report["failed"]))
+            if (out / DOCS_DIR).exists():
+                kept = Path(tempfile.mkdtemp(prefix="maas-validate-")) / DOCS_DIR
+                shutil.move(out / DOCS_DIR, kept)
+                message += f"\n  Data Docs of this run: {kept / 'index.html'}"
+            raise DataValidationError(message)
         io.write_json(out / RESULT_FILE, report)
     stats = report["statistics"]
     print(f"validate: {len(frame)} rows passed {stats['successful_expectations']} expectations", flush=True)

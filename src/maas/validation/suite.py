@@ -7,12 +7,15 @@ ephemeral context: the suite lives in config, not in a GX project folder.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig
 
 from maas.data.sources import feature_columns
+
+DOCS_SITE = "maas"
 
 
 def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
@@ -41,20 +44,36 @@ def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
     return suite
 
 
-def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfig) -> dict[str, Any]:
-    """Run the suite on `frame`; return a JSON-ready summary naming every failed expectation."""
+def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfig,
+                   docs_dir: Path | None = None) -> dict[str, Any]:
+    """Run the suite on `frame`; return a JSON-ready summary naming every failed expectation.
+
+    With `docs_dir`, GX also renders its Data Docs (HTML for the suite and this run) there.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     # Its tqdm bars redraw per metric batch and flood DVC/Prefect logs; we print one summary line.
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    actions = []
+    if docs_dir is not None:
+        context.add_data_docs_site(site_name=DOCS_SITE, site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            # GX wants an absolute path when the context has no root directory.
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                              "base_directory": str(Path(docs_dir).resolve())},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     suite = context.suites.add(build_suite(data_cfg, exp_cfg))
     batch_def = (context.data_sources.add_pandas("maas").add_dataframe_asset("raw")
                  .add_batch_definition_whole_dataframe("all"))
-    result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name="raw", data=batch_def, suite=suite))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name="maas", validation_definitions=[definition],
+                                                       actions=actions))
+    (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
     failed = []
     for r in result.results:
         if r.success:
