@@ -70,7 +70,10 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found: run `maas compose` to write it from conf/")
-    cfg = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # yaml.YAMLError and OmegaConf's own errors
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} must hold a mapping, got {type(cfg).__name__}")
     return cfg
@@ -82,6 +85,14 @@ def choice(cfg: DictConfig, key: str, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of {sorted(allowed)}")
     return value
+
+
+def number(cfg: DictConfig, key: str, low: float, high: float) -> float:
+    """Read a numeric `key` and fail with the key and the range if it is not in [low, high]."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"{key}={value!r} must be a number in [{low:g}, {high:g}]")
+    return float(value)
 
 
 def require_keys(cfg: DictConfig, keys: Sequence[str]) -> None:

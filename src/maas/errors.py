@@ -19,3 +19,7 @@ class GateFailed(MaasError):
 
 class ArtifactError(MaasError):
     """An input file a stage needs is missing or malformed."""
+
+
+class TrainingFailed(MaasError):
+    """Training ran but produced no usable model (e.g. the loss diverged)."""

@@ -43,6 +43,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # Whatever wrote the temp file (numpy, safetensors, matplotlib), its bytes reach
+        # the disk before the rename makes them the real file.
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
         # mkstemp makes 0600 files; give the result the mode a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
@@ -53,10 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp.write_bytes(data)
     return Path(path)
 
 

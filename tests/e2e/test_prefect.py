@@ -49,10 +49,10 @@ def test_flow_runs_every_stage_as_a_task_with_overrides_as_parameters(prefect_se
 
 
 def test_a_failing_stage_fails_the_flow_and_skips_the_rest(prefect_server, tmp_path, raw_dir):
-    overrides = [*tiny_overrides(tmp_path, raw_dir), "gates.min_test_accuracy=1.01"]
+    overrides = [*tiny_overrides(tmp_path, raw_dir), "gates.min_test_accuracy=1.0"]
     done = run_flow(prefect_server, *overrides)
     assert done.returncode != 0
-    assert "below gates.min_test_accuracy=1.01" in done.stdout + done.stderr
+    assert "below gates.min_test_accuracy=1.0" in done.stdout + done.stderr
     run = next(r for r in flow_runs(prefect_server) if r["parameters"].get("overrides") == overrides)
     assert run["state_type"] == "FAILED"
     assert not (tmp_path / "compressed").exists() and not (tmp_path / "bento").exists()

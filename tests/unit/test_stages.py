@@ -130,19 +130,34 @@ def test_train_logs_metrics_per_epoch(tiny_run):
     ({"trainer.precision": "16-mixed"}, "needs CUDA"),
     ({"trainer.precision": "8"}, "trainer.precision='8'"),
     ({"trainer.backend": "jax"}, "trainer.backend='jax'"),
+    ({"trainer.epochs": 0}, "trainer.epochs=0 must be an integer >= 1"),
+    ({"trainer.batch_size": 0}, "trainer.batch_size=0"),
+    ({"trainer.optimizer._target_": "torch.optim.Adamm"}, "torch.optim.Adamm"),
+    ({"trainer.optimizer.betas": "oops"}, "trainer.optimizer"),
 ])
-def test_train_config_errors_are_named_and_keep_the_old_model(tiny_run, tmp_path, override, message):
+def test_train_config_errors_are_named_and_keep_the_old_outputs(tiny_run, tmp_path, override, message):
     import torch
 
     if "cuda" in str(override.values()) and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
-    before = io.dir_sha256(paths(cfg)["trained"])
+    before = io.dir_sha256(paths(cfg)["trained"]), io.dir_sha256(paths(cfg)["reports"] / "train")
     for k, v in override.items():
         OmegaConf.update(cfg, k, v)
     with pytest.raises(ConfigError, match=message):
         get("train").run(cfg)
-    assert io.dir_sha256(paths(cfg)["trained"]) == before
+    assert (io.dir_sha256(paths(cfg)["trained"]), io.dir_sha256(paths(cfg)["reports"] / "train")) == before
+
+
+def test_a_diverging_run_fails_and_keeps_the_old_outputs(tiny_run, tmp_path):
+    from maas.errors import TrainingFailed
+
+    cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
+    before = io.dir_sha256(paths(cfg)["trained"]), io.dir_sha256(paths(cfg)["reports"] / "train")
+    cfg.trainer.optimizer.lr, cfg.trainer.epochs = 1e30, 1
+    with pytest.raises(TrainingFailed, match="lower trainer.optimizer.lr"):
+        get("train").run(cfg)
+    assert (io.dir_sha256(paths(cfg)["trained"]), io.dir_sha256(paths(cfg)["reports"] / "train")) == before
 
 
 def test_train_bf16_autocast_runs_on_cpu(tiny_run, tmp_path):
@@ -180,8 +195,8 @@ def test_evaluate_writes_metrics_and_confusion_matrix(tiny_run):
 def test_evaluate_gate_fails_but_leaves_the_numbers(tiny_run, tmp_path):
     cfg = copy_outputs(tiny_run[0], tmp_path, "reports")
     (paths(cfg)["reports"] / "metrics.json").unlink()
-    cfg.gates.min_test_accuracy = 1.01
-    with pytest.raises(GateFailed, match="below gates.min_test_accuracy=1.01"):
+    cfg.gates.min_test_accuracy = 1.0
+    with pytest.raises(GateFailed, match="below gates.min_test_accuracy=1.0"):
         get("evaluate").run(cfg)
     assert io.read_json(paths(cfg)["reports"] / "metrics.json")["test"]["samples"] == 270
 
@@ -209,6 +224,31 @@ def test_compress_keeps_fp32_when_int8_loses_too_much(tiny_run, tmp_path):
     cfg.gates.max_compression_accuracy_drop = -1.0  # nothing can pass
     assert get("compress").run(cfg)["chosen"] == "none"
     assert sorted(p.name for p in paths(cfg)["compressed"].iterdir()) == ["model.yaml", "weights.safetensors"]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("gates.max_compression_accuracy_drop", "lots", "must be a number in \\[-1, 1\\]"),
+    ("gates.max_compression_accuracy_drop", 2.0, "max_compression_accuracy_drop=2.0"),
+])
+def test_compress_gate_must_be_a_number_in_range(tiny_run, tmp_path, key, value, message):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError, match=message):
+        get("compress").run(cfg)
+
+
+def test_compress_none_keeps_fp32_even_through_the_fallback(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
+    cfg.compress.method, cfg.gates.max_compression_accuracy_drop = "none", -1.0
+    assert get("compress").run(cfg)["chosen"] == "none"
+    assert sorted(p.name for p in paths(cfg)["compressed"].iterdir()) == ["model.yaml", "weights.safetensors"]
+
+
+def test_evaluate_gate_out_of_range_is_a_config_error(tiny_run, tmp_path):
+    cfg = copy_outputs(tiny_run[0], tmp_path, "reports")
+    cfg.gates.min_test_accuracy = 97
+    with pytest.raises(ConfigError, match=r"gates.min_test_accuracy=97 must be a number in \[0, 1\]"):
+        get("evaluate").run(cfg)
 
 
 def test_compress_unknown_method(tiny_run, tmp_path):

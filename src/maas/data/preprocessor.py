@@ -23,11 +23,13 @@ class Preprocessor:
     image_shape: tuple[int, int, int]
     offset: list[float]  # subtracted per feature
     scale: list[float]   # then divided per feature
-    raw_min: float       # the raw value range the features were fitted on
+    raw_min: float       # the raw value range requests may use (the data's declared range)
     raw_max: float
 
     @classmethod
-    def fit(cls, features: np.ndarray, kind: str, image_shape) -> "Preprocessor":
+    def fit(cls, features: np.ndarray, kind: str, image_shape,
+            value_range: tuple[float, float] | None = None) -> "Preprocessor":
+        """Fit on `features`; `value_range` is the raw range requests may use (default: the one seen)."""
         if kind not in KINDS:
             raise ConfigError(f"data.scaling={kind!r} is not allowed; choose one of {list(KINDS)}")
         x = features.astype(np.float64)
@@ -40,8 +42,8 @@ class Preprocessor:
             offset, scale = np.zeros(n), np.ones(n)
         # Constant pixels (the digits' border) would divide by zero; leave them centred.
         scale = np.where(scale < 1e-8, 1.0, scale)
-        return cls(kind, tuple(int(d) for d in image_shape), offset.tolist(), scale.tolist(),
-                   float(x.min()), float(x.max()))
+        low, high = value_range if value_range is not None else (x.min(), x.max())
+        return cls(kind, tuple(int(d) for d in image_shape), offset.tolist(), scale.tolist(), float(low), float(high))
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """(rows, C*H*W) raw features -> (rows, C, H, W) float32 model inputs."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from maas import io
-from maas.config import choice
+from maas.config import choice, number
 from maas.stages import Stage, stage_entry
 from maas.stages.preprocess import load_split
 
@@ -53,12 +53,14 @@ def run(cfg: DictConfig) -> dict:
                         spec={**spec, "compression": {"method": method}})
         candidate = {"method": method, "bytes": (out / weights).stat().st_size, "accuracy": _score(out, x, y)}
         drop = baseline["accuracy"] - candidate["accuracy"]
-        max_drop = float(cfg.gates.max_compression_accuracy_drop)
+        # Below zero demands a gain, which forces the fp32 fallback (tests use it).
+        max_drop = number(cfg, "gates.max_compression_accuracy_drop", -1.0, 1.0)
         kept = candidate if drop <= max_drop else baseline
         if kept is baseline:
             print(f"compress: {method} lost {drop:.4f} accuracy (> {max_drop}); keeping fp32", flush=True)
             write_model_dir(out, state=dict(model.state_dict()), spec={**spec, "compression": {"method": "none"}})
-            (out / weights).unlink(missing_ok=True)
+            if weights != "weights.safetensors":  # method none already wrote the fp32 file
+                (out / weights).unlink(missing_ok=True)
     # Reported, not used to choose: the test accuracy of exactly what will be served.
     served_test_accuracy = _score(Path(cfg.paths.compressed), *load_split(cfg, "test"))
     report = {"variants": [baseline, candidate], "chosen": kept["method"], "accuracy_drop": drop,
@@ -77,6 +79,6 @@ STAGE = Stage(
     deps=("{paths.trained}", "{paths.processed}"),
     outs=("{paths.compressed}", "{paths.reports}/" + REPORT_FILE),
     params=("compress", "gates.max_compression_accuracy_drop"),
-    code=("src/maas/stages/compress.py", "src/maas/compression"),
+    code=("src/maas/stages/compress.py", "src/maas/compression", "src/maas/backends", "src/maas/models"),
     metrics=("{paths.reports}/" + REPORT_FILE,),
 )

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from maas import io
+from maas.config import number
 from maas.errors import GateFailed
 from maas.stages import Stage, stage_entry
 from maas.stages.preprocess import load_split
@@ -39,7 +40,7 @@ def run(cfg: DictConfig) -> dict:
                           f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
     print(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {len(y)} samples",
           flush=True)
-    gate = float(cfg.gates.min_test_accuracy)
+    gate = number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     if m["accuracy"] < gate:
         raise GateFailed(f"test accuracy {m['accuracy']:.4f} is below gates.min_test_accuracy={gate}")
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
@@ -50,8 +51,8 @@ STAGE = Stage(
     run=run,
     deps=("{paths.processed}", "{paths.trained}"),
     outs=("{paths.reports}/" + METRICS_FILE, "{paths.reports}/" + TABLE_FILE, "{paths.reports}/" + PLOT_FILE),
-    params=("gates.min_test_accuracy",),
-    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py"),
+    params=("gates.min_test_accuracy", "data.num_classes"),
+    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py", "src/maas/backends", "src/maas/models"),
     metrics=("{paths.reports}/" + METRICS_FILE,),
     plots=("{paths.reports}/" + PLOT_FILE,),
 )

@@ -108,5 +108,5 @@ STAGE = Stage(
           "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
     outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
     params=("serve",),
-    code=("src/maas/stages/package.py", "src/maas/serving", "src/maas/model_card.py"),
+    code=("src/maas",),  # the Bento bundles the whole package, so any edit changes what is served
 )

@@ -39,7 +39,8 @@ def run(cfg: DictConfig) -> dict:
     features, labels = to_arrays(read_raw(cfg), cfg.data)
     split = stratified_split(labels, val_fraction=cfg.data.split.val_fraction,
                              test_fraction=cfg.data.split.test_fraction, seed=cfg.seed)
-    pre = Preprocessor.fit(features[split.train], cfg.data.scaling, cfg.data.image_shape)
+    pre = Preprocessor.fit(features[split.train], cfg.data.scaling, cfg.data.image_shape,
+                           value_range=(cfg.expectations.feature_min, cfg.expectations.feature_max))
     with io.atomic_dir(cfg.paths.processed) as out:
         for name, idx in zip(SPLITS, split):
             io.write_npz(out / f"{name}.npz", x=pre.transform(features[idx]), y=labels[idx], index=idx)
@@ -59,6 +60,6 @@ STAGE = Stage(
     run=run,
     deps=("{paths.raw}", "{paths.validated}/" + RESULT_FILE),
     outs=("{paths.processed}",),
-    params=("seed", "data"),
+    params=("seed", "data", "expectations.feature_min", "expectations.feature_max"),
     code=("src/maas/stages/preprocess.py", "src/maas/data"),
 )

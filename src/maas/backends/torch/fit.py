@@ -4,7 +4,7 @@
     maas stage train trainer.epochs=5      # quick try, composes conf/
     maas stage train -m model.channels=16,32,64   # sweep
 
-Keeps the weights of the epoch with the best validation accuracy.
+Keeps the weights of the epoch with the lowest validation loss.
 """
 
 from __future__ import annotations
