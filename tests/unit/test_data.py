@@ -92,3 +92,21 @@ def test_preprocessor_rejects_bad_input(tmp_path):
     io.write_json(tmp_path / "x.json", {"kind": "standard"})
     with pytest.raises(ArtifactError, match="not a maas preprocessor"):
         Preprocessor.load(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("content", ["", "pixel_0,label\n1,2,3,4\n\"unclosed\n", b"\xff\xfe\x00bad"])
+def test_unreadable_csv_is_a_named_data_error(tmp_path, content):
+    from maas.errors import DataValidationError
+
+    path = tmp_path / "digits.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataValidationError, match="not a readable CSV table"):
+        read_raw(compose([f"paths.raw={tmp_path}"]))
+
+
+def test_split_names_a_class_too_small_to_stratify():
+    from maas.errors import DataValidationError
+
+    labels = np.array([0] * 50 + [1] * 50 + [7] * 2)
+    with pytest.raises(DataValidationError, match="class 7 has only 2 row"):
+        stratified_split(labels, val_fraction=0.15, test_fraction=0.15, seed=0)

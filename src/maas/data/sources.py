@@ -14,7 +14,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from maas import io
-from maas.errors import ArtifactError, ConfigError
+from maas.errors import ArtifactError, ConfigError, DataValidationError
 
 SOURCES = ("digits", "csv")
 
@@ -56,7 +56,10 @@ def read_raw(cfg: DictConfig) -> pd.DataFrame:
         raise ArtifactError(
             f"raw data not found at {path}: run `maas data export` (or `dvc pull data.dvc`)"
         )
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataValidationError(f"{path} is not a readable CSV table: {e}") from e
 
 
 def to_arrays(frame: pd.DataFrame, data_cfg: DictConfig) -> tuple[np.ndarray, np.ndarray]:

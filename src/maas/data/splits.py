@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from maas.errors import ConfigError
+from maas.errors import ConfigError, DataValidationError
 
 
 class Split(NamedTuple):
@@ -23,8 +23,16 @@ def stratified_split(labels: np.ndarray, *, val_fraction: float, test_fraction: 
         raise ConfigError(
             f"data.split fractions must be in (0, 1) and sum below 1, got val={val_fraction}, test={test_fraction}"
         )
+    classes, counts = np.unique(labels, return_counts=True)
+    # Each class needs a row in each of the three parts to be split stratified.
+    if counts.min() < 3:
+        raise DataValidationError(f"class {classes[counts.argmin()].item()!r} has only {counts.min()} row(s); "
+                                  "a stratified train/val/test split needs at least 3 per class")
     idx = np.arange(len(labels))
-    rest, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
-    val_of_rest = val_fraction / (1 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_of_rest, stratify=labels[rest], random_state=seed)
+    try:
+        rest, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
+        val_of_rest = val_fraction / (1 - test_fraction)
+        train, val = train_test_split(rest, test_size=val_of_rest, stratify=labels[rest], random_state=seed)
+    except ValueError as e:  # e.g. a test part smaller than the number of classes
+        raise DataValidationError(f"cannot split {len(labels)} rows stratified by class: {e}") from e
     return Split(np.sort(train), np.sort(val), np.sort(test))
