@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from maas.config import compose, to_params_text
+from maas.errors import ConfigError
 from maas.stages import Stage, all_stages
 
 
@@ -32,6 +33,10 @@ def stage_task(stage: Stage):
 @flow(name="maas-pipeline", log_prints=True)
 def pipeline(overrides: list[str] | None = None, stages: list[str] | None = None) -> dict:
     """Compose conf/ with `overrides`, then run `stages` (default: all) in pipeline order."""
+    names = [s.name for s in all_stages()]
+    unknown = sorted(set(stages or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"no stage named {', '.join(unknown)}; stages are: {', '.join(names)}")
     cfg = compose(overrides or [])
     create_markdown_artifact(key="composed-config", markdown=f"```yaml\n{to_params_text(cfg)}```",
                              description=f"overrides: {overrides or []}")

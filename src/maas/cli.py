@@ -42,6 +42,8 @@ def cmd_stage(args) -> None:
     from maas import stages
 
     stage = stages.get(args.name)
+    if args.multirun and args.params:
+        raise MaasError("-m composes conf/ per trial; it can't read --params")
     if args.multirun:
         from maas.sweep import run_sweep
 
@@ -89,11 +91,14 @@ def cmd_serve(args) -> None:
     cfg = load_params(args.params)
     bento_dir = Path(cfg.paths.bento)
     info = io.read_json(io.require(bento_dir / "bento.json", "bento.json (run `make run` first)"))
+    if not isinstance(info, dict) or not {"bento_tag", "archive"} <= info.keys():
+        raise MaasError(f"{bento_dir / 'bento.json'} lacks bento_tag/archive: re-run the package stage")
     try:
         bentoml.bentos.get(info["bento_tag"])
     except NotFound:
-        print(f"importing {info['bento_tag']} from {bento_dir / info['archive']}", flush=True)
-        bentoml.bentos.import_bento(str(bento_dir / info["archive"]))
+        archive = io.require(bento_dir / info["archive"], "Bento archive (run `dvc pull` or `make run`)")
+        print(f"importing {info['bento_tag']} from {archive}", flush=True)
+        bentoml.bentos.import_bento(str(archive))
     argv = ["bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
     print(" ".join(argv), flush=True)
     os.execvp(argv[0], argv)

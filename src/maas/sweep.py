@@ -51,6 +51,13 @@ def expand_overrides(overrides: Sequence[str]) -> list[list[str]]:
 
 
 def run_sweep(stage: Stage, overrides: Sequence[str], root: str | Path = SWEEP_ROOT) -> list[dict]:
+    shared = sorted(set(_path_keys(stage.outs)) & set(_path_keys(stage.deps)))
+    if shared:
+        from maas.errors import ConfigError
+
+        # Redirecting such a folder to the trial would hide the stage's own inputs.
+        raise ConfigError(f"stage {stage.name} reads and writes {', '.join(shared)}, so it can't be swept on its own; "
+                          "sweep an earlier stage (e.g. train) or run the pipeline per setting")
     trials = expand_overrides(overrides)
     print(f"sweep: {len(trials)} trials of stage {stage.name}", flush=True)
     results = []
@@ -58,7 +65,7 @@ def run_sweep(stage: Stage, overrides: Sequence[str], root: str | Path = SWEEP_R
         out = Path(root) / stage.name / str(i)
         cfg = compose(trial)
         # Outputs go to the trial's folder; inputs stay where the pipeline put them.
-        for key in _out_path_keys(stage):
+        for key in _path_keys(stage.outs):
             OmegaConf.update(cfg, key, str(out / Path(OmegaConf.select(cfg, key)).name))
         print(f"sweep: trial {i + 1}/{len(trials)}: {' '.join(trial)}", flush=True)
         summary = stage.run(cfg)
@@ -67,10 +74,10 @@ def run_sweep(stage: Stage, overrides: Sequence[str], root: str | Path = SWEEP_R
     return results
 
 
-def _out_path_keys(stage: Stage) -> list[str]:
+def _path_keys(templates: Sequence[str]) -> list[str]:
     import re
 
     keys = []
-    for template in stage.outs:
+    for template in templates:
         keys += re.findall(r"\{(paths\.[a-z_]+)\}", template)
     return sorted(set(keys))

@@ -39,3 +39,30 @@ def test_unknown_flag_is_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["stage", "train", "-m", "--bogus"])
     assert e.value.code == 2 and "--bogus" in capsys.readouterr().err
+
+
+def test_sweep_cannot_read_params(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("seed: 1\n")
+    assert main(["stage", "train", "-m", "--params", str(tmp_path / "params.yaml")]) == 2
+    assert "can't read --params" in capsys.readouterr().err
+
+
+def test_serve_names_a_broken_bento_record(tmp_path, capsys):
+    from maas.config import compose, write_params
+
+    params = tmp_path / "params.yaml"
+    write_params(compose([f"paths.bento={tmp_path / 'bento'}"]), params)
+    assert main(["serve", "--params", str(params)]) == 2
+    assert "make run" in capsys.readouterr().err
+    io.write_json(tmp_path / "bento" / "bento.json", {"bento_tag": "maas-digits:nope"})
+    assert main(["serve", "--params", str(params)]) == 2
+    assert "lacks bento_tag/archive" in capsys.readouterr().err
+    io.write_json(tmp_path / "bento" / "bento.json", {"bento_tag": "maas-digits:nope", "archive": "x.bento"})
+    assert main(["serve", "--params", str(params)]) == 2
+    assert "Bento archive" in capsys.readouterr().err
+
+
+def test_malformed_params_file_is_a_config_error(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("seed: [1\n")
+    assert main(["stage", "train", "--params", str(tmp_path / "params.yaml")]) == 2
+    assert "is not valid YAML" in capsys.readouterr().err

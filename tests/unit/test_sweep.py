@@ -46,3 +46,13 @@ def test_sweep_trains_each_trial_apart(tiny_run, tmp_path):
     assert widths == [4, 8]
     assert io.read_json(tmp_path / "sweeps" / "train" / "results.json")[1]["best_epoch"] == 1
     assert io.dir_sha256(pipeline_model) == before  # the pipeline's model is not touched
+
+
+def test_a_stage_that_reads_its_output_folder_cannot_be_swept(tmp_path):
+    import pytest
+
+    from maas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="stage package reads and writes paths.reports"):
+        run_sweep(get("package"), ["serve.max_batch_size=1,2"], root=tmp_path)
+    assert not (tmp_path / "package").exists()
