@@ -15,9 +15,14 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := true
 
 help:
-	@echo "make run    set up if needed, then run the whole pipeline with dvc repro"
-	@echo "make test   set up if needed, then run the full test suite"
-	@echo "make serve  serve the packaged Bento on http://localhost:3000"
+	@echo "make run        set up if needed, then run the whole pipeline with dvc repro"
+	@echo "make test       set up if needed, then run the full test suite"
+	@echo "make test-fast  the unit tests only (no dvc repro, Prefect server or bentoml serve)"
+	@echo "make serve      serve the packaged Bento on http://localhost:3000"
+	@echo "make pipeline   run the pipeline as a Prefect flow instead of dvc repro"
+	@echo "make dvc-files  regenerate params.yaml and dvc.yaml from conf/ and the stage registry"
+	@echo "make setup      only create .venv and install the pinned versions"
+	@echo "make clean      delete the pipeline's outputs (DVC's cache keeps them)"
 
 # Reinstalls when the dependency list or the pins change. constraints.txt pins
 # every package (torch==2.13.0: the CPU build on this machine's disk, CUDA from PyPI elsewhere).
@@ -39,7 +44,8 @@ run: $(STAMP) $(RAW)
 	@start=$$(date +%s); dvc repro; echo "dvc repro took $$(( $$(date +%s) - start )) s"
 	@dvc metrics show
 	@echo
-	@echo "Serve the model:  make serve   (or: $(VENV)/bin/maas serve --port 3000)"
+	@echo "Bento: $$(python -c 'import json; print(json.load(open("models/bento/bento.json"))["bento_tag"])')"
+	@echo "Serve the model:  make serve   (or: bentoml serve <the Bento above>)"
 	@echo "Then:  curl -s -X POST localhost:3000/predict -H 'content-type: application/json' \\"
 	@echo "         -d '{\"images\": [[[0,0,5,13,9,1,0,0],[0,0,13,15,10,15,5,0],[0,3,15,2,0,11,8,0],[0,4,12,0,0,8,8,0],[0,5,8,0,0,9,8,0],[0,4,11,0,1,12,7,0],[0,2,14,5,10,12,0,0],[0,0,6,13,10,0,0,0]]]}'"
 

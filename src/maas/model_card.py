@@ -54,5 +54,6 @@ Served variant **{comp['chosen']}**: test accuracy {comp['served_test_accuracy']
 ## Training
 {', '.join(f'{k}={v}' for k, v in card['training'].items())}
 
-The full resolved config is in model_card.json under `config`.
+The full resolved config the model was trained with is in model_card.json under `config`
+(later stages' settings, e.g. `compress` and `serve`, are as of training; the sections above are current).
 """

@@ -272,6 +272,11 @@ def test_package_builds_a_bento_with_model_preprocessor_and_card(tiny_run):
     assert {"model.yaml", "weights.int8_dynamic.safetensors", "preprocessor.json", "serve.json",
             "model_card.json"} <= stored
     assert not any(p.suffix in (".pkl", ".pt", ".pth") for p in Path(model.path).rglob("*"))
+    from importlib.metadata import version
+
+    pins = bentoml.bentos.get(info["bento_tag"]).path_of("env/python/requirements.txt")
+    assert f"numpy=={version('numpy')}" in Path(pins).read_text().splitlines()
+    assert "torch==2.13.0" in Path(pins).read_text().splitlines()
     card = io.read_json(paths(cfg)["reports"] / "model_card.json")
     assert card["data"]["md5"] == io.file_md5(paths(cfg)["raw"] / "digits.csv")
     assert card["metrics"]["test"]["accuracy"] == summaries["evaluate"]["accuracy"]

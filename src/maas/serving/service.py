@@ -3,7 +3,7 @@
 The package stage builds it with the exact model tag it produced
 (`bentoml build --arg model_tag=...`); the tag travels inside the Bento.
 
-    bentoml serve maas-digits:latest            # a built Bento
+    bentoml serve maas-digits:<tag>             # the tag is in models/bento/bento.json
     curl -X POST localhost:3000/predict -H 'content-type: application/json' \
          -d '{"images": [[[0,0,5,13,9,1,0,0], ...8 rows...]]}'
 """

@@ -26,6 +26,8 @@ from maas.stages.validate import RESULT_FILE
 BENTO_FILE = "bento.json"
 CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
+# What maas.serving imports, directly or through the modules it loads (bentoml comes with the image).
+SERVICE_PACKAGES = ("torch", "safetensors", "numpy", "omegaconf", "hydra-core", "pydantic")
 
 
 def content_version(files: list[Path]) -> str:
@@ -55,11 +57,20 @@ def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
     return tag
 
 
+def service_requirements() -> str:
+    """The service's imports at the exact versions installed here, for the Bento's image."""
+    from importlib.metadata import version
+
+    # A local label like +cpu names this machine's wheel, not a release an image can install.
+    return "".join(f"{name}=={version(name).split('+')[0]}\n" for name in SERVICE_PACKAGES)
+
+
 def build_bento(model_tag: str, bento_name: str, bentofile: Path) -> str:
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (Path(ctx) / "requirements.txt").write_text(service_requirements())
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
                                                args={"model_tag": model_tag})
     return str(bento.tag)
