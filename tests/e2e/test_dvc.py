@@ -75,15 +75,13 @@ def test_a_param_change_reruns_only_what_reads_it(project, first_repro):
 
 def test_revalidating_the_same_data_reruns_nothing_downstream(project, first_repro):
     """Data Docs carry timestamps; later stages read only result.json, so they stay cached."""
-    code = project / "src" / "maas" / "stages" / "validate.py"
-    original = code.read_text()
-    code.write_text(original + "\n# touched by a test\n")
+    sh(project, "maas", "compose", "expectations.max_rows=2000000")  # validate reads it; the result is the same
     try:
         out = sh(project, "dvc", "repro")
         assert ran(out) == ["validate"], out
         assert (project / "data" / "validated" / "data_docs" / "index.html").exists()
     finally:
-        code.write_text(original)
+        sh(project, "maas", "compose")
         sh(project, "dvc", "repro")
 
 
