@@ -288,7 +288,7 @@ def test_package_builds_a_bento_with_model_preprocessor_and_card(tiny_run):
 def test_package_model_version_is_a_content_hash(tiny_run):
     from maas.stages.package import save_bento_model
 
-    cfg, summaries = tiny_run
+    cfg, _ = tiny_run
     files = [paths(cfg)["compressed"] / "model.yaml"]
     first = save_bento_model("maas-hash-test", files, {})
     assert save_bento_model("maas-hash-test", files, {}) == first

@@ -49,7 +49,6 @@ def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
     except NotFound:
         pass
     with bentoml.models.create(tag, labels={"project": "maas"}, metadata=metadata) as ref:
-        # A subdirectory, because BentoML writes its own model.yaml at the root.
         target = Path(ref.path_of(BENTO_MODEL_SUBDIR))
         target.mkdir()
         for f in files:
