@@ -33,12 +33,57 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _temp_prefix(path: Path) -> str:
+    # The writer's pid is in the name, so a later run can tell a dead writer's leftovers
+    # (a SIGKILL skips every `finally`) from a live writer's work in progress.
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files and folders that killed writers of `path` left beside it.
+
+    If a writer died between moving the old `path` aside and moving the new one in,
+    the old one is put back: the last good output must not be lost.
+    """
+    removed = []
+    stem, parent = f".{path.name}.", path.parent
+    if not parent.is_dir():
+        return removed
+    for entry in parent.iterdir():
+        middle = entry.name[len(stem):-len(".tmp")]
+        if not (entry.name.startswith(stem) and entry.name.endswith(".tmp")) or "." in middle:
+            continue  # not ours: another file's temps, e.g. `.train.json.*.tmp` beside `train`
+        pid, dash, _ = middle.partition("-")
+        if dash and pid.isdigit() and _alive(int(pid)):
+            continue
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+        removed.append(entry)
+    old = parent / f".{path.name}.old"
+    if old.exists():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, path)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -96,7 +141,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -112,12 +158,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def file_md5(path: str | os.PathLike) -> str:
-    h = hashlib.md5()
+def _file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """md5, as DVC records it (so a data hash can be compared with dvc.lock)."""
+    return _file_digest(path, "md5")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    return _file_digest(path, "sha256")
 
 
 def dir_sha256(path: str | os.PathLike) -> str:

@@ -66,3 +66,42 @@ def test_dir_hash_changes_with_content_and_names(tmp_path):
     h2 = io.dir_sha256(tmp_path / "d")
     (tmp_path / "d" / "a").rename(tmp_path / "d" / "b")
     assert len({h1, h2, io.dir_sha256(tmp_path / "d")}) == 3
+
+
+def dead_pid() -> int:
+    """A pid that no process has: one that just exited."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_a_dead_writers_temps_are_removed_by_the_next_write(tmp_path):
+    import os
+
+    dead = tmp_path / f".train.{dead_pid()}-abc123.tmp"
+    legacy = tmp_path / ".train.k2j4h5g6.tmp"      # before temp names carried the writer's pid
+    live = tmp_path / f".train.{os.getpid()}-xyz789.tmp"
+    other = tmp_path / ".train.json.1-abc.tmp"     # another output's temp file
+    for d in (dead, legacy, live):
+        d.mkdir(mode=0o700)
+        (d / "part.bin").write_bytes(b"x")
+    other.write_text("x")
+    with io.atomic_dir(tmp_path / "train") as out:
+        (out / "f").write_text("new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["train", live.name, other.name])
+    io.write_text(tmp_path / "a.txt", "x")
+    (tmp_path / f".a.txt.{dead_pid()}-q1w2e3.tmp").write_text("half")
+    io.write_text(tmp_path / "a.txt", "y")
+    assert not list(tmp_path.glob(".a.txt.*"))
+
+
+def test_a_writer_killed_mid_swap_gets_the_last_good_dir_back(tmp_path):
+    """Killed after moving the old dir aside and before moving the new one in."""
+    old = tmp_path / ".trained.old"
+    old.mkdir()
+    (old / "weights").write_text("last good")
+    assert io.remove_stale_temps(tmp_path / "trained") == []
+    assert (tmp_path / "trained" / "weights").read_text() == "last good" and not old.exists()
