@@ -67,6 +67,14 @@ def tiny_run(tmp_path_factory, raw_dir):
     return cfg, summaries
 
 
+def make_project(dest: Path) -> Path:
+    """A bare maas project at `dest`: the config tree and the files that mark its root."""
+    shutil.copytree(ROOT / "conf", dest / "conf")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
 def copy_outputs(cfg, tmp_path: Path, *keys: str):
     """Copy the tiny run's outputs for `keys` into tmp_path and point a copy of cfg at them."""
     from omegaconf import OmegaConf

@@ -32,10 +32,11 @@ def _cfg(args):
 
 
 def cmd_compose(args) -> None:
-    from maas.config import compose, write_params
+    from maas.config import PARAMS_FILE, compose, write_params
 
-    changed = write_params(compose(args.overrides), args.out)
-    print(f"{args.out} {'updated' if changed else 'unchanged'}")
+    out = args.out or PARAMS_FILE
+    changed = write_params(compose(args.overrides), out)
+    print(f"{out} {'updated' if changed else 'unchanged'}")
 
 
 def cmd_stage(args) -> None:
@@ -77,8 +78,9 @@ def cmd_dvc_yaml(args) -> None:
     from maas.config import compose
     from maas.dvcfile import render
 
-    io.write_text(args.out, render(compose()))
-    print(f"wrote {args.out}")
+    out = args.out or "dvc.yaml"
+    io.write_text(out, render(compose()))
+    print(f"wrote {out}")
 
 
 def cmd_serve(args) -> None:
@@ -86,9 +88,9 @@ def cmd_serve(args) -> None:
     from bentoml.exceptions import NotFound
 
     from maas import io
-    from maas.config import load_params
+    from maas.config import PARAMS_FILE, load_params
 
-    cfg = load_params(args.params)
+    cfg = load_params(args.params or PARAMS_FILE)
     bento_dir = Path(cfg.paths.bento)
     info = io.read_json(io.require(bento_dir / "bento.json", "bento.json (run `make run` first)"))
     if not isinstance(info, dict) or not {"bento_tag", "archive"} <= info.keys():
@@ -104,13 +106,24 @@ def cmd_serve(args) -> None:
     os.execvp(argv[0], argv)
 
 
+def at_project_root(args) -> None:
+    """Work from the project root, as dvc does from a subfolder; files named on the
+    command line stay relative to where the user typed them."""
+    from maas.config import project_root
+
+    for name in ("params", "out"):
+        if getattr(args, name, None):
+            setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    os.chdir(project_root())
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compose", help="write params.yaml from conf/ and overrides")
     c.add_argument("overrides", nargs="*")
-    c.add_argument("--out", default="params.yaml")
+    c.add_argument("--out", help="default: params.yaml at the project root")
     c.set_defaults(fn=cmd_compose)
 
     s = sub.add_parser("stage", help="run one stage")
@@ -130,11 +143,11 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_data)
 
     y = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage registry")
-    y.add_argument("--out", default="dvc.yaml")
+    y.add_argument("--out", help="default: dvc.yaml at the project root")
     y.set_defaults(fn=cmd_dvc_yaml)
 
     v = sub.add_parser("serve", help="serve the packaged Bento with `bentoml serve`")
-    v.add_argument("--params", default="params.yaml")
+    v.add_argument("--params", help="default: params.yaml at the project root")
     v.add_argument("--port", type=int, default=3000)
     v.set_defaults(fn=cmd_serve)
     return p
@@ -150,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
     try:
+        at_project_root(args)
         args.fn(args)
     except MaasError as e:
         print(f"maas: error: {e}", file=sys.stderr)

@@ -19,14 +19,26 @@ from maas.errors import ConfigError
 PARAMS_FILE = "params.yaml"
 
 
+# What marks a maas project's root: the config tree and the pipeline DVC runs.
+ROOT_MARKERS = ("conf/config.yaml", "dvc.yaml")
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: the working directory) that holds
+    conf/config.yaml and dvc.yaml, as `git` and `dvc` find theirs from any subfolder."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if all((folder / m).is_file() for m in ROOT_MARKERS):
+            return folder
+    raise ConfigError(f"no maas project at or above {start}: run maas from the project root, "
+                      f"the folder that holds {' and '.join(ROOT_MARKERS)}")
+
+
 def conf_dir() -> Path:
-    """`$MAAS_CONF_DIR`, else `./conf`, else the checkout this package lives in."""
+    """`$MAAS_CONF_DIR`, else the project root's `conf/`."""
     if env := os.environ.get("MAAS_CONF_DIR"):
         return Path(env).resolve()
-    here = Path.cwd() / "conf"
-    if (here / "config.yaml").exists():
-        return here.resolve()
-    return (Path(__file__).resolve().parents[2] / "conf").resolve()
+    return project_root() / "conf"
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
@@ -36,15 +48,19 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from maas.known_keys import check_config, check_overrides
+
     directory = Path(config_dir) if config_dir else conf_dir()
     if not (directory / "config.yaml").exists():
         raise ConfigError(f"no config.yaml in {directory}: run maas from the project root")
+    check_overrides(overrides, directory)
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"bad config or override {list(overrides)}: {e}") from e
+    check_config(cfg, directory, "the composed config")
     return cfg
 
 
@@ -76,6 +92,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
         raise ConfigError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} must hold a mapping, got {type(cfg).__name__}")
+    from maas.known_keys import check_config
+
+    check_config(cfg, conf_dir(), str(path))
     return cfg
 
 

@@ -28,7 +28,7 @@ def render_markdown(card: dict) -> str:
     return f"""# Model card: {card['model_tag']}
 
 ## Model
-- architecture: `{arch.get('_target_')}` ({', '.join(f'{k}={v}' for k, v in arch.items() if k != '_target_')})
+- architecture: `{arch.get('arch')}` ({', '.join(f'{k}={v}' for k, v in arch.items() if k != 'arch')})
 - input: raw images shaped {card['input_shape']}, classes {card['classes']}
 - served variant: **{comp['chosen']}**
 

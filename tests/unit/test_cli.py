@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import copy_outputs, tiny_overrides
+from conftest import copy_outputs, make_project, tiny_overrides
 from maas import io
 from maas.cli import main
 from maas.config import load_params
@@ -12,16 +12,16 @@ def test_compose_takes_overrides_after_flags(tmp_path):
     out = tmp_path / "params.yaml"
     assert main(["compose", "--out", str(out), "seed=3", "model=mlp"]) == 0
     cfg = load_params(out)
-    assert cfg.seed == 3 and cfg.model._target_.endswith("MLP")
+    assert cfg.seed == 3 and cfg.model.arch == "mlp"
 
 
 def test_sweep_flag_then_overrides_runs_each_trial(tiny_run, tmp_path, monkeypatch, capsys):
     cfg = copy_outputs(tiny_run[0], tmp_path, "processed")
-    monkeypatch.chdir(tmp_path)  # sweeps/ lands here
+    monkeypatch.chdir(make_project(tmp_path / "project") / "conf")  # sweeps/ lands at its root
     overrides = [o for o in tiny_overrides(tmp_path, tmp_path) if not o.startswith("paths.processed")]
     assert main(["stage", "train", "-m", *overrides, "trainer.epochs=1", "model.channels=4,8",
                  f"paths.processed={cfg.paths.processed}"]) == 0
-    results = io.read_json(tmp_path / "sweeps" / "train" / "results.json")
+    results = io.read_json(tmp_path / "project" / "sweeps" / "train" / "results.json")
     assert [r["overrides"][-2] for r in results] == ["model.channels=4", "model.channels=8"]
 
 

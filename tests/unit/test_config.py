@@ -45,7 +45,7 @@ def test_overrides_and_groups_compose():
     assert cfg.model.channels == 16 and cfg.trainer.epochs == 30
     # The command line wins over an experiment, as in Hydra.
     assert compose(["experiment=small_cnn", "trainer.epochs=3"]).trainer.epochs == 3
-    assert compose(["model=mlp"]).model._target_.endswith("MLP")
+    assert compose(["model=mlp"]).model.arch == "mlp"
     cfg = compose(["model.channels=64", "seed=7"])
     assert cfg.model.channels == 64 and cfg.seed == 7
     assert cfg.model.num_classes == cfg.data.num_classes  # interpolations are resolved
@@ -89,10 +89,56 @@ def test_load_params_rejects_missing_and_non_mapping(tmp_path):
         load_params(tmp_path / "list.yaml")
 
 
-def test_model_target_outside_maas_is_refused():
-    from maas.models import build_model
+@pytest.mark.parametrize("override, named", [
+    ("+trainer.epoch=5", r"unknown config key trainer.epoch in override '\+trainer.epoch=5'.*did you mean trainer.epochs"),
+    ("trainer.epoch=5", "did you mean trainer.epochs"),  # Hydra's own hint would say to add it with +
+    ("++model.chanels=64", "did you mean model.channels"),
+    ("+serve.max_batchsize=8", "did you mean serve.max_batch_size"),
+    ("+colour=red", "unknown config key colour"),
+])
+def test_a_key_nothing_reads_is_refused_with_the_closest_known_one(override, named):
+    with pytest.raises(ConfigError, match=named):
+        compose([override])
 
+
+def test_keys_declared_anywhere_in_conf_and_target_arguments_are_accepted():
+    assert compose(["+trainer.optimizer.betas=[0.8,0.9]"]).trainer.optimizer.betas == [0.8, 0.9]
+    assert compose(["model=mlp", "model.hidden=[32]"]).model.hidden == [32]
+    assert compose(["experiment=small_cnn", "~trainer.augment_shift"]).model.channels == 16
+
+
+def test_a_hand_edited_params_yaml_with_a_typo_is_refused(tmp_path):
+    """`dvc exp run -S +trainer.epoch=5` or an edit writes params.yaml directly; the stages read it."""
     cfg = compose()
-    cfg.model._target_ = "os.system"
-    with pytest.raises(ConfigError, match="os.system"):
-        build_model(cfg.model)
+    OmegaConf.update(cfg, "trainer.epoch", 5, force_add=True)
+    write_params(cfg, tmp_path / "params.yaml")
+    with pytest.raises(ConfigError, match=r"trainer.epoch in .*params.yaml.*did you mean trainer.epochs"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_commands_find_the_project_root_from_a_subfolder(tmp_path, monkeypatch, capsys):
+    from conftest import make_project
+    from maas.cli import main
+
+    project = make_project(tmp_path / "project")
+    (project / "params.yaml").unlink()
+    (project / "sub" / "dir").mkdir(parents=True)
+    monkeypatch.chdir(project / "sub" / "dir")
+    assert main(["compose", "seed=5"]) == 0
+    assert load_params(project / "params.yaml").seed == 5
+    assert not (project / "sub" / "dir" / "params.yaml").exists()
+    # A file named on the command line stays where the user typed it.
+    monkeypatch.chdir(project / "sub" / "dir")  # main() moved this process to the root
+    assert main(["compose", "--out", "here.yaml"]) == 0
+    assert (project / "sub" / "dir" / "here.yaml").exists()
+
+
+def test_outside_a_project_commands_refuse_and_say_where_to_run(tmp_path, monkeypatch, capsys):
+    from maas.cli import main
+
+    (tmp_path / "conf").mkdir()  # a conf/ alone is not a maas project
+    monkeypatch.chdir(tmp_path)
+    assert main(["compose"]) == 2
+    err = capsys.readouterr().err
+    assert "no maas project at or above" in err and "conf/config.yaml and dvc.yaml" in err
+    assert not (tmp_path / "params.yaml").exists()

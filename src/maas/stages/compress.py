@@ -31,17 +31,12 @@ def _score(model_dir: Path, x, y) -> float:
 
 @stage_entry("compress")
 def run(cfg: DictConfig) -> dict:
-    from safetensors.torch import load_file
-
-    from maas.backends.torch.checkpoint import read_spec, write_model_dir
+    from maas.backends.torch.checkpoint import load_model, write_model_dir
     from maas.compression import METHODS, compress_state
-    from maas.models import build_model
 
     method = choice(cfg, "compress.method", METHODS)
     trained = Path(cfg.paths.trained)
-    spec = read_spec(trained)
-    model = build_model(spec["model"])
-    model.load_state_dict(load_file(str(trained / spec["weights"])))
+    model, spec = load_model(trained)
     # Choosing between variants is model selection, so it uses val, never test.
     x, y = load_split(cfg, "val")
     baseline = {"method": "none", "bytes": (trained / spec["weights"]).stat().st_size,

@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict:
         make_optimizer(model.parameters())  # a throwaway, so bad arguments fail here
     except Exception as e:  # Hydra wraps import and argument errors alike
         raise ConfigError(f"cannot build trainer.optimizer ({t.optimizer.get('_target_')}): {e}") from e
-    print(f"train: instantiating model <{cfg.model._target_}>, optimizer <{t.optimizer._target_}>", flush=True)
+    print(f"train: building model <{cfg.model.arch}>, optimizer <{t.optimizer._target_}>", flush=True)
     # DVCLive clears its folder on start; give it a temp one so a failed run keeps the last reports.
     with io.atomic_dir(Path(cfg.paths.reports) / LIVE_DIR) as live_dir, \
             Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
