@@ -27,7 +27,7 @@ BENTO_FILE = "bento.json"
 CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image).
-SERVICE_PACKAGES = ("torch", "safetensors", "numpy", "omegaconf", "hydra-core", "pydantic")
+SERVICE_PACKAGES = ("torch", "safetensors", "numpy", "omegaconf", "pyyaml", "pydantic")
 
 
 def content_version(files: list[Path]) -> str:
