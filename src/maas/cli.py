@@ -91,19 +91,32 @@ def cmd_serve(args) -> None:
     from maas.config import PARAMS_FILE, load_params
 
     cfg = load_params(args.params or PARAMS_FILE)
-    bento_dir = Path(cfg.paths.bento)
-    info = io.read_json(io.require(bento_dir / "bento.json", "bento.json (run `make run` first)"))
+    # Relative paths in params.yaml are relative to the project root (the working directory
+    # here); BentoML's importer resolves a relative archive path from / instead.
+    bento_dir = Path(cfg.paths.bento).resolve()
+    record = io.require(bento_dir / "bento.json", "bento.json (run `make run` first)")
+    try:
+        info = io.read_json(record)
+    except (OSError, ValueError) as e:
+        raise MaasError(f"{record} is unreadable ({e}): re-run the package stage") from None
     if not isinstance(info, dict) or not {"bento_tag", "archive"} <= info.keys():
-        raise MaasError(f"{bento_dir / 'bento.json'} lacks bento_tag/archive: re-run the package stage")
+        raise MaasError(f"{record} lacks bento_tag/archive: re-run the package stage")
     try:
         bentoml.bentos.get(info["bento_tag"])
+    except ValueError as e:
+        raise MaasError(f"{record}: {e}; re-run the package stage") from None
     except NotFound:
         archive = io.require(bento_dir / info["archive"], "Bento archive (run `dvc pull` or `make run`)")
         print(f"importing {info['bento_tag']} from {archive}", flush=True)
-        bentoml.bentos.import_bento(str(archive))
-    argv = ["bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
+        try:
+            bentoml.bentos.import_bento(str(archive))
+        except Exception as e:  # a truncated or foreign file fails in tar, lzma, yaml or BentoML
+            raise MaasError(f"cannot import {archive} ({type(e).__name__}: {e}): "
+                            "re-run the package stage or `dvc pull`") from None
+    # The same interpreter as this command: `bentoml` on PATH may be another install, or none.
+    argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
     print(" ".join(argv), flush=True)
-    os.execvp(argv[0], argv)
+    os.execv(argv[0], argv)
 
 
 def at_project_root(args) -> None:
