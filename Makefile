@@ -8,6 +8,7 @@ PYTHON ?= python3
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 RAW    := data/raw/digits.csv
+PORT   ?= 3000
 
 # dvc.yaml runs `maas ...`, so the venv's scripts must come first on PATH.
 export PATH := $(BIN):$(PATH)
@@ -18,7 +19,7 @@ help:
 	@echo "make run        set up if needed, then run the whole pipeline with dvc repro"
 	@echo "make test       set up if needed, then run the full test suite"
 	@echo "make test-fast  the unit tests only (no dvc repro, Prefect server or bentoml serve)"
-	@echo "make serve      serve the packaged Bento on http://localhost:3000"
+	@echo "make serve      serve the packaged Bento on http://localhost:$(PORT) (make serve PORT=3300)"
 	@echo "make pipeline   run the pipeline as a Prefect flow instead of dvc repro"
 	@echo "make dvc-files  regenerate params.yaml and dvc.yaml from conf/ and the stage registry"
 	@echo "make setup      only create .venv and install the pinned versions"
@@ -56,7 +57,7 @@ test-fast: $(STAMP)
 	pytest -m "not slow"
 
 serve: $(STAMP)
-	maas serve --port 3000
+	maas serve --port $(PORT)
 
 pipeline: $(STAMP) $(RAW)
 	maas pipeline
