@@ -52,6 +52,12 @@ def estimate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_s
     return total_loss / len(x), correct / len(x)
 
 
+def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy, or the model's own joint loss (the autoencoder adds its reconstruction error)."""
+    joint = getattr(model, "joint_loss", None)
+    return joint(x, y) if joint is not None else nn.functional.cross_entropy(model(x).float(), y)
+
+
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image by up to `max_shift` pixels each way, repeating the edge pixels.
 
@@ -101,7 +107,7 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(device, precision):
-                loss = nn.functional.cross_entropy(model(xb).float(), yb)
+                loss = training_loss(model, xb, yb)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
