@@ -18,15 +18,14 @@ from pathlib import Path
 
 import torch
 
-from maas.backends.torch.checkpoint import load_model
-from maas.backends.torch.fit import predict_proba
+from maas import model_files
 from maas.config import load_params
 from maas.stages.preprocess import load_split
 
 
-def time_once(model, x, batch: int) -> float:
+def time_once(predictor, x, batch: int) -> float:
     t0 = time.perf_counter()
-    predict_proba(model, x, batch_size=batch)
+    predictor.predict(x, batch_size=batch)
     return time.perf_counter() - t0
 
 
@@ -40,9 +39,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = load_params()
     x, y = load_split(cfg, "test")
-    fp32, _ = load_model(cfg.paths.trained)
-    small, spec = load_model(cfg.paths.compressed)
-    method = spec["compression"]["method"]
+    fp32 = model_files.load(cfg.paths.trained).predictor
+    loaded = model_files.load(cfg.paths.compressed)
+    small, method = loaded.predictor, model_files.compression_method(loaded.spec)
     for m in (fp32, small):  # warm up
         time_once(m, x, args.batch)
     times = {"fp32": [], method: []}
@@ -52,7 +51,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     sizes = {"fp32": sum(f.stat().st_size for f in Path(cfg.paths.trained).glob("*.safetensors")),
              method: sum(f.stat().st_size for f in Path(cfg.paths.compressed).glob("*.safetensors"))}
-    acc = {k: float((predict_proba(m, x).argmax(1) == y).mean()) for k, m in (("fp32", fp32), (method, small))}
+    acc = {k: float((m.predict(x).proba.argmax(1) == y).mean()) for k, m in (("fp32", fp32), (method, small))}
     print(f"{len(x)} test images, batch {args.batch}, {args.threads} thread(s), median of {args.rounds} rounds")
     for k in times:
         print(f"  {k:>13}: {med[k] * 1e3:8.2f} ms  {sizes[k]:>9,} bytes  test accuracy {acc[k]:.4f}")

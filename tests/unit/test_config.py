@@ -53,7 +53,7 @@ def test_overrides_and_groups_compose():
 
 @pytest.mark.parametrize("override, named", [
     ("trainer.epochz=3", "epochz"),
-    ("model=transformer", "transformer"),
+    ("model=resnet", "resnet"),
     ("trainer.epochs", "trainer.epochs"),
 ])
 def test_bad_override_names_the_problem(override, named):

@@ -103,7 +103,7 @@ def test_train_writes_safetensors_and_an_architecture_spec(tiny_run):
     cfg, _ = tiny_run
     from safetensors import safe_open
 
-    from maas.backends.torch.checkpoint import load_model, read_spec
+    from maas.model_files import load, read_spec
 
     trained = paths(cfg)["trained"]
     assert sorted(p.name for p in trained.iterdir()) == ["model.yaml", "weights.safetensors"]
@@ -111,8 +111,7 @@ def test_train_writes_safetensors_and_an_architecture_spec(tiny_run):
         assert f.metadata()["format"] == "maas.model/1"
     spec = read_spec(trained)
     assert spec["model"]["channels"] == cfg.model.channels and spec["training"]["epochs"] == 2
-    model, _ = load_model(trained)
-    assert sum(p.numel() for p in model.parameters()) > 10_000
+    assert sum(p.numel() for p in load(trained).model.parameters()) > 10_000
 
 
 def test_train_logs_metrics_per_epoch(tiny_run):
@@ -165,7 +164,7 @@ def test_train_bf16_autocast_runs_on_cpu(tiny_run, tmp_path):
     cfg.trainer.precision, cfg.trainer.epochs = "bf16-mixed", 1
     summary = get("train").run(cfg)
     assert summary["best_epoch"] == 1 and summary["best_val_accuracy"] > 0.3
-    from maas.backends.torch.checkpoint import read_spec
+    from maas.model_files import read_spec
 
     assert read_spec(paths(cfg)["trained"])["training"]["precision"] == "bf16-mixed"
 
@@ -205,17 +204,15 @@ def test_evaluate_gate_fails_but_leaves_the_numbers(tiny_run, tmp_path):
 
 def test_compress_int8_is_smaller_and_agrees_with_fp32(tiny_run):
     cfg, _ = tiny_run
-    from maas.backends.torch.checkpoint import load_model, read_spec
-    from maas.backends.torch.fit import predict_proba
+    from maas.model_files import load, read_spec
     from maas.stages.preprocess import load_split
 
     report = io.read_json(paths(cfg)["reports"] / "compression.json")
     assert report["chosen"] == "int8_dynamic" and report["size_ratio"] < 0.35
     assert read_spec(paths(cfg)["compressed"])["compression"]["method"] == "int8_dynamic"
     x, _ = load_split(cfg, "test")
-    fp32, _ = load_model(paths(cfg)["trained"])
-    int8, _ = load_model(paths(cfg)["compressed"])
-    agree = (predict_proba(fp32, x).argmax(1) == predict_proba(int8, x).argmax(1)).mean()
+    fp32, int8 = (load(paths(cfg)[k]).predictor.predict(x).proba.argmax(1) for k in ("trained", "compressed"))
+    agree = (fp32 == int8).mean()
     assert agree > 0.97
 
 

@@ -40,7 +40,7 @@ def test_sweep_trains_each_trial_apart(tiny_run, tmp_path):
                  f"paths.trained={pipeline_model}", f"paths.reports={tmp_path / 'reports'}"]
     results = run_sweep(get("train"), overrides, root=tmp_path / "sweeps")
     assert [r["trial"] for r in results] == [0, 1]
-    from maas.backends.torch.checkpoint import read_spec
+    from maas.model_files import read_spec
 
     widths = [read_spec(Path(r["dir"]) / "trained")["model"]["channels"] for r in results]
     assert widths == [4, 8]

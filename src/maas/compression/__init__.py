@@ -1,35 +1,40 @@
-"""Compression methods by name: each turns an fp32 model into stored tensors and back."""
+"""Compression methods by name: each turns stored fp32 arrays into smaller ones and back.
+
+Storage is backend-neutral (numpy arrays in safetensors); a backend may also
+speed up the restored model at run time (torch swaps in dynamic-int8 Linear
+layers), which its `predictor` does.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-from safetensors.torch import load_file
+import numpy as np
 
 from maas.errors import ConfigError
 
 METHODS = ("none", "int8_dynamic")
 
 
-def compress_state(model: torch.nn.Module, method: str) -> dict[str, torch.Tensor]:
-    """The tensors to store for `model` compressed with `method`."""
-    if method == "none":
-        return dict(model.state_dict())
+def _check(method: str) -> None:
+    if method not in METHODS:
+        raise ConfigError(f"compression method {method!r} is not known; choose one of {list(METHODS)}")
+
+
+def compress(weights: dict[str, np.ndarray], method: str, channel_axis: int = 0) -> dict[str, np.ndarray]:
+    """The arrays to store for fp32 `weights` compressed with `method`; `channel_axis` is the
+    backend's output-channel axis of a kernel (0 in torch, -1 in Keras)."""
+    _check(method)
     if method == "int8_dynamic":
         from maas.compression import int8_dynamic
 
-        return int8_dynamic.quantize_state(model.state_dict())
-    raise ConfigError(f"compress.method={method!r} is not allowed; choose one of {list(METHODS)}")
+        return int8_dynamic.quantize(weights, channel_axis)
+    return dict(weights)
 
 
-def load_compressed_state(model: torch.nn.Module, weights: Path, method: str) -> torch.nn.Module:
-    """Load stored compressed tensors into a freshly built fp32 `model`; return the runnable model."""
-    state = load_file(str(weights))
+def decompress(stored: dict[str, np.ndarray], method: str) -> dict[str, np.ndarray]:
+    """fp32 arrays for the architecture, from what `compress` stored."""
+    _check(method)
     if method == "int8_dynamic":
         from maas.compression import int8_dynamic
 
-        model.load_state_dict(int8_dynamic.dequantize_state(state))
-        model.eval()
-        return int8_dynamic.dynamic_linear(model)
-    raise ConfigError(f"compression method {method!r} is not known; choose one of {list(METHODS)}")
+        return int8_dynamic.dequantize(stored)
+    return dict(stored)

@@ -3,55 +3,62 @@
 Storage: every floating weight of rank >= 2 (conv kernels, dense matrices) is
 kept as int8 plus a float32 scale per output channel; biases and norm
 statistics stay float32. That is ~4x smaller and needs no pickle (torch's own
-quantized modules only serialise through pickle).
+quantized modules only serialise through pickle). The output channel is the
+first axis in torch's layouts and the last in Keras's; `channel_axis` says which.
 
-Run time: weights are dequantized into the fp32 architecture, then Linear
-layers are swapped for torch's dynamic-int8 kernels (activations quantized
-per batch) on CPU. Convolutions stay fp32 there: dynamic quantization has no
-conv kernels.
+Run time (torch): weights are dequantized into the fp32 architecture, then
+Linear layers are swapped for torch's dynamic-int8 kernels (activations
+quantized per batch) on CPU. Convolutions stay fp32 there: dynamic
+quantization has no conv kernels.
 """
 
 from __future__ import annotations
 
-import warnings
-
-import torch
+import numpy as np
 
 Q_SUFFIX = ".__int8"
 SCALE_SUFFIX = ".__scale"
 
 
-def quantize_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for name, t in state.items():
-        if t.is_floating_point() and t.dim() >= 2:
-            flat = t.detach().float().reshape(t.shape[0], -1)
-            scale = flat.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-            q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
-            out[name + Q_SUFFIX] = q.reshape(t.shape)
-            out[name + SCALE_SUFFIX] = scale.float()
+def quantize(weights: dict[str, np.ndarray], channel_axis: int = 0) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, w in weights.items():
+        if np.issubdtype(w.dtype, np.floating) and w.ndim >= 2:
+            moved = np.moveaxis(w.astype(np.float32), channel_axis, 0)
+            flat = moved.reshape(len(moved), -1)
+            scale = np.maximum(np.abs(flat).max(axis=1), 1e-12) / 127.0
+            q = np.clip(np.round(flat / scale[:, None]), -127, 127).astype(np.int8)
+            out[name + Q_SUFFIX] = np.moveaxis(q.reshape(moved.shape), 0, channel_axis)
+            out[name + SCALE_SUFFIX] = scale.astype(np.float32)
         else:
-            out[name] = t
+            out[name] = w
+    # Which axis holds the output channel travels with the arrays, so dequantize needs no config.
+    out["__int8_channel_axis"] = np.array([channel_axis], np.int64)
     return out
 
 
-def dequantize_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
+def dequantize(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    axis = int(stored.get("__int8_channel_axis", np.zeros(1, np.int64)).reshape(-1)[0])
+    out: dict[str, np.ndarray] = {}
     for name, t in stored.items():
-        if name.endswith(SCALE_SUFFIX):
+        if name.endswith(SCALE_SUFFIX) or name == "__int8_channel_axis":
             continue
         if name.endswith(Q_SUFFIX):
             base = name[: -len(Q_SUFFIX)]
-            scale = stored[base + SCALE_SUFFIX]
-            shape = (-1,) + (1,) * (t.dim() - 1)
-            out[base] = t.float() * scale.reshape(shape)
+            shape = [1] * t.ndim
+            shape[axis] = -1
+            out[base] = t.astype(np.float32) * stored[base + SCALE_SUFFIX].reshape(shape)
         else:
             out[name] = t
     return out
 
 
-def dynamic_linear(model: torch.nn.Module) -> torch.nn.Module:
-    """Swap Linear layers for dynamic-int8 ones (CPU inference only)."""
+def dynamic_linear(model):
+    """Swap a torch model's Linear layers for dynamic-int8 ones (CPU inference only)."""
+    import warnings
+
+    import torch
+
     with warnings.catch_warnings():
         # torch.ao.quantization warns it will move to torchao; it is the API this torch ships.
         warnings.simplefilter("ignore")

@@ -22,40 +22,40 @@ REPORT_FILE = "compression.json"
 
 
 def _score(model_dir: Path, x, y) -> float:
-    from maas.backends.torch.checkpoint import load_model
-    from maas.backends.torch.fit import predict_proba
+    from maas import model_files
 
-    model, _ = load_model(model_dir)
-    return float((predict_proba(model, x).argmax(1) == y).mean())
+    return float((model_files.load(model_dir).predictor.predict(x).proba.argmax(1) == y).mean())
 
 
 @stage_entry("compress")
 def run(cfg: DictConfig) -> dict:
-    from maas.backends.torch.checkpoint import load_model, write_model_dir
-    from maas.compression import METHODS, compress_state
+    from maas import backends, model_files
+    from maas.compression import METHODS, compress
 
     method = choice(cfg, "compress.method", METHODS)
     trained = Path(cfg.paths.trained)
-    model, spec = load_model(trained)
+    spec = model_files.read_spec(trained)
+    weights = model_files.read_weights(trained, spec)
+    axis = backends.get(spec["backend"]).OUTPUT_CHANNEL_AXIS
     # Choosing between variants is model selection, so it uses val, never test.
     x, y = load_split(cfg, "val")
     baseline = {"method": "none", "bytes": (trained / spec["weights"]).stat().st_size,
                 "accuracy": _score(trained, x, y)}
 
     with io.atomic_dir(cfg.paths.compressed) as out:
-        weights = "weights.safetensors" if method == "none" else f"weights.{method}.safetensors"
-        write_model_dir(out, state=compress_state(model, method), weights_file=weights,
-                        spec={**spec, "compression": {"method": method}})
-        candidate = {"method": method, "bytes": (out / weights).stat().st_size, "accuracy": _score(out, x, y)}
+        name = model_files.WEIGHTS_FILE if method == "none" else f"weights.{method}.safetensors"
+        model_files.write_model_dir(out, weights=compress(weights, method, axis), weights_file=name,
+                                    spec={**spec, "compression": {"method": method}})
+        candidate = {"method": method, "bytes": (out / name).stat().st_size, "accuracy": _score(out, x, y)}
         drop = baseline["accuracy"] - candidate["accuracy"]
         # Below zero demands a gain, which forces the fp32 fallback (tests use it).
         max_drop = number(cfg, "gates.max_compression_accuracy_drop", -1.0, 1.0)
         kept = candidate if drop <= max_drop else baseline
         if kept is baseline:
             print(f"compress: {method} lost {drop:.4f} accuracy (> {max_drop}); keeping fp32", flush=True)
-            write_model_dir(out, state=dict(model.state_dict()), spec={**spec, "compression": {"method": "none"}})
-            if weights != "weights.safetensors":  # method none already wrote the fp32 file
-                (out / weights).unlink(missing_ok=True)
+            model_files.write_model_dir(out, weights=weights, spec={**spec, "compression": {"method": "none"}})
+            if name != model_files.WEIGHTS_FILE:  # method none already wrote the fp32 file
+                (out / name).unlink(missing_ok=True)
     # Reported, not used to choose: the test accuracy of exactly what will be served.
     served_test_accuracy = _score(Path(cfg.paths.compressed), *load_split(cfg, "test"))
     report = {"variants": [baseline, candidate], "chosen": kept["method"], "accuracy_drop": drop,
@@ -74,6 +74,7 @@ STAGE = Stage(
     deps=("{paths.trained}", "{paths.processed}"),
     outs=("{paths.compressed}", "{paths.reports}/" + REPORT_FILE),
     params=("compress", "gates.max_compression_accuracy_drop"),
-    code=("src/maas/stages/compress.py", "src/maas/compression", "src/maas/backends", "src/maas/models"),
+    code=("src/maas/stages/compress.py", "src/maas/compression", "src/maas/model_files.py", "src/maas/backends",
+          "src/maas/models"),
     metrics=("{paths.reports}/" + REPORT_FILE,),
 )

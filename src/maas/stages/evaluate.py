@@ -23,13 +23,13 @@ PLOT_FILE = "confusion_matrix.png"
 
 @stage_entry("evaluate")
 def run(cfg: DictConfig) -> dict:
-    from maas.backends.torch.checkpoint import load_model
-    from maas.backends.torch.fit import predict_proba
+    from maas import model_files
     from maas.evaluation import classification_metrics, plot_confusion_matrix
 
     x, y = load_split(cfg, "test")
-    model, spec = load_model(cfg.paths.trained)
-    pred = predict_proba(model, x).argmax(1)
+    loaded = model_files.load(cfg.paths.trained)
+    spec = loaded.spec
+    pred = loaded.predictor.predict(x).proba.argmax(1)
     m = classification_metrics(y, pred, cfg.data.num_classes)
     reports = Path(cfg.paths.reports)
     metrics = {"test": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "samples": int(len(y))},
@@ -52,7 +52,8 @@ STAGE = Stage(
     deps=("{paths.processed}", "{paths.trained}"),
     outs=("{paths.reports}/" + METRICS_FILE, "{paths.reports}/" + TABLE_FILE, "{paths.reports}/" + PLOT_FILE),
     params=("gates.min_test_accuracy", "data.num_classes"),
-    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py", "src/maas/backends", "src/maas/models"),
+    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py", "src/maas/model_files.py", "src/maas/backends",
+          "src/maas/models", "src/maas/compression"),
     metrics=("{paths.reports}/" + METRICS_FILE,),
     plots=("{paths.reports}/" + PLOT_FILE,),
 )

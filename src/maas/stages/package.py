@@ -79,7 +79,7 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path) -> str:
 def run(cfg: DictConfig) -> dict:
     import bentoml
 
-    from maas.backends.torch.checkpoint import MODEL_FILE, read_spec
+    from maas.model_files import MODEL_FILE, read_spec
     from maas.model_card import build_card, render_markdown
 
     compressed, reports = Path(cfg.paths.compressed), Path(cfg.paths.reports)

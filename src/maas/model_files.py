@@ -1,0 +1,109 @@
+"""A model on disk: weights.safetensors + model.yaml, never a pickle, for every backend.
+
+model.yaml holds the architecture (its name in maas's table and the
+constructor's arguments), the backend, the input shape and classes the model
+expects, how the weights are stored with their sha256, and the run that
+produced them, so a model directory describes itself. It is data: read with a
+plain YAML parser (no interpolation), the backend and architecture looked up
+by name in maas's own tables, and the weights' hash checked before they are
+read. Weights are numpy arrays by name, so compression and checks are shared
+by every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from maas import io
+from maas.errors import ArtifactError, ConfigError
+
+FORMAT = "maas.model/1"
+MODEL_FILE = "model.yaml"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def write_model_dir(directory: Path, *, weights: dict[str, np.ndarray], spec: dict[str, Any],
+                    weights_file: str = WEIGHTS_FILE) -> Path:
+    """Write the weights and model.yaml into `directory` (already a temp dir of `io.atomic_dir`)."""
+    from safetensors.numpy import save_file
+
+    if not spec.get("backend"):
+        raise ValueError("spec must name its backend")
+    with io.atomic_path(directory / weights_file) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp), metadata={"format": FORMAT})
+    spec = {**spec, "format": FORMAT, "weights": weights_file,
+            "weights_sha256": io.file_sha256(directory / weights_file)}
+    io.write_text(directory / MODEL_FILE, yaml.safe_dump(spec, sort_keys=False))
+    return directory
+
+
+def read_spec(directory: str | Path) -> dict[str, Any]:
+    """model.yaml as plain data, after checking that it is one and names its files plainly."""
+    from maas.backends import BACKENDS
+
+    path = io.require(Path(directory) / MODEL_FILE, "model.yaml")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a maas model file (format {FORMAT})")
+    weights = spec.get("weights")
+    # A bare file name: model.yaml may only point inside its own directory.
+    if not isinstance(weights, str) or Path(weights).name != weights or weights in (".", ".."):
+        raise ArtifactError(f"{path}: weights={weights!r} must be a file name inside {Path(directory)}")
+    if not isinstance(spec.get("weights_sha256"), str):
+        raise ArtifactError(f"{path} records no weights_sha256: rebuild the model with this version of maas")
+    if spec.get("backend") not in BACKENDS:
+        raise ArtifactError(f"{path} is a {spec.get('backend')!r} model; backends are: {', '.join(BACKENDS)}")
+    return spec
+
+
+def read_weights(directory: str | Path, spec: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """The stored arrays, once their file's sha256 matches the one model.yaml records."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    spec = spec or read_spec(directory)
+    path = io.require(directory / spec["weights"], "weights")
+    actual = io.file_sha256(path)
+    if actual != spec["weights_sha256"]:
+        raise ArtifactError(f"{path} has sha256 {actual}, but {MODEL_FILE} records "
+                            f"{spec['weights_sha256']}: the file is corrupt or was replaced")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for a malformed header
+        raise ArtifactError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def compression_method(spec: dict[str, Any]) -> str:
+    return (spec.get("compression") or {}).get("method", "none")
+
+
+@dataclass
+class LoadedModel:
+    predictor: Any   # maas.backends.base.Predictor
+    model: Any       # the backend's model (fp32 architecture with the stored weights)
+    spec: dict[str, Any]
+
+
+def load(directory: str | Path) -> LoadedModel:
+    """Rebuild the architecture model.yaml names, load its checked weights, ready to predict."""
+    from maas import backends
+    from maas.compression import decompress
+
+    directory = Path(directory)
+    spec = read_spec(directory)
+    backend = backends.get(spec["backend"])
+    try:
+        model = backend.build(spec.get("model"))
+    except ConfigError as e:
+        raise ArtifactError(f"{directory / MODEL_FILE}: {e}") from None
+    method = compression_method(spec)
+    backend.set_weights(model, decompress(read_weights(directory, spec), method))
+    return LoadedModel(backend.predictor(model, method), model, spec)
