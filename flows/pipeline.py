@@ -4,12 +4,16 @@
     maas pipeline model.channels=16
 
 Parameters are Hydra override strings (JSON-friendly), composed against conf/;
-the composed config is stored as a run artifact. Stages don't retry: a failed
-validation or training run is deterministic, and retrying it only hides it.
+the composed config is stored as a run artifact, key `composed-config` (the README
+says how to read it back). Stages don't retry: a failed validation or training run
+is deterministic, and retrying it only hides it.
+
+Prefect's settings for these runs are in prefect.toml at the project root.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 from omegaconf import OmegaConf
@@ -18,7 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from maas.config import compose, to_params_text
-from maas.errors import ConfigError
+from maas.errors import ConfigError, MaasError
 from maas.stages import Stage, all_stages
 
 
@@ -46,4 +50,7 @@ def pipeline(overrides: list[str] | None = None, stages: list[str] | None = None
 
 
 if __name__ == "__main__":
-    print(pipeline(overrides=sys.argv[1:]))
+    try:
+        print(json.dumps(pipeline(overrides=sys.argv[1:]), indent=2, default=str))
+    except MaasError as e:  # Prefect has logged it with its traceback; a third copy adds nothing
+        sys.exit(f"pipeline: error: {e}")
