@@ -129,14 +129,20 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory):
-    """One real Prefect server (SQLite) for the session; flows find it through PREFECT_API_URL."""
-    home = tmp_path_factory.mktemp("prefect-home")
+def prefect_home(tmp_path_factory) -> Path:
+    """The session's Prefect server home: its SQLite database and its log, server.log."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_home):
+    """One real Prefect server (SQLite) for the session; flows find it through PREFECT_API_URL.
+    It starts in the project root, so it reads prefect.toml as `prefect server start` does there."""
+    home = prefect_home
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_UI_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_UI_ENABLED": "false"}
     proc = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                 home / "server.log", env=env)
+                 home / "server.log", env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_http(f"{url}/health", proc, timeout=120)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 
 import httpx
 import pytest
 
-from conftest import ROOT, tiny_overrides
+from conftest import BIN, ROOT, tiny_overrides
 from maas.backends.torch.checkpoint import read_spec
 
 pytestmark = pytest.mark.slow
@@ -17,10 +19,33 @@ pytestmark = pytest.mark.slow
 STAGES = ["validate", "preprocess", "train", "evaluate", "compress", "package"]
 
 
-def run_flow(api: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREFECT_API_URL": api}
+def run_flow(api: str | None, *overrides: str) -> subprocess.CompletedProcess:
+    """`python flows/pipeline.py` from the project root; api=None: no PREFECT_API_URL, so
+    Prefect starts a temporary server for the run (the path a new user takes)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    if api:
+        env["PREFECT_API_URL"] = api
     return subprocess.run([sys.executable, "flows/pipeline.py", *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def noise(output: str) -> list[str]:
+    """Lines of a run's output that cry wolf: ERROR-level logs and telemetry complaints."""
+    return [line for line in output.splitlines() if "ERROR" in line or "telemetry" in line.lower()]
+
+
+def readme_command(prefix: str) -> str:
+    """The one command line in the README's Prefect section that starts with `prefix`,
+    with the project's .venv/bin/ standing for this interpreter's scripts."""
+    section = (ROOT / "README.md").read_text().split("## Run it with Prefect", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, f"README's Prefect section has {len(lines)} lines starting with {prefix!r}"
+    return lines[0].replace(".venv/bin/", f"{BIN}/")
+
+
+def shell(command: str, api: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PREFECT_API_URL": api}, timeout=120)
 
 
 def flow_runs(api: str) -> list[dict]:
@@ -28,10 +53,18 @@ def flow_runs(api: str) -> list[dict]:
     return [r for r in runs if r["name"]]
 
 
-def test_flow_runs_every_stage_as_a_task_with_overrides_as_parameters(prefect_server, tmp_path, raw_dir):
+def test_flow_runs_every_stage_as_a_task_with_overrides_as_parameters(prefect_server, prefect_home,
+                                                                      tmp_path, raw_dir):
     overrides = [*tiny_overrides(tmp_path, raw_dir), "model.channels=16"]
     done = run_flow(prefect_server, *overrides)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # A run where nothing failed says so: no ERROR lines, no telemetry complaints, in the
+    # run's output or in the server's log (the server started in the project root: prefect.toml).
+    assert noise(done.stdout + done.stderr) == []
+    assert noise((prefect_home / "server.log").read_text()) == []
+    # The run's summary is printed as JSON, one entry per stage.
+    summary = re.search(r"^\{\n.*^\}$", done.stdout, re.M | re.S)
+    assert summary and list(json.loads(summary.group())) == STAGES, done.stdout[-3000:]
 
     run = next(r for r in flow_runs(prefect_server) if r["parameters"].get("overrides") == overrides)
     assert run["state_type"] == "COMPLETED"
@@ -43,6 +76,15 @@ def test_flow_runs_every_stage_as_a_task_with_overrides_as_parameters(prefect_se
     artifacts = httpx.post(f"{prefect_server}/artifacts/filter",
                            json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
     assert any(a["key"] == "composed-config" and "channels: 16" in a["data"] for a in artifacts)
+    # The README's command reads it back: the whole record, then just the YAML.
+    command = readme_command(".venv/bin/prefect api GET /artifacts/composed-config/latest")
+    record = shell(command.split(" | ")[0], prefect_server)
+    assert record.returncode == 0, record.stdout + record.stderr
+    assert json.loads(record.stdout)["flow_run_id"] == run["id"]
+    printed = shell(command, prefect_server)
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    assert printed.stdout.startswith("```yaml\n"), printed.stdout
+    assert re.search(r"^model:\n(?:  .*\n)*?  channels: 16\n", printed.stdout, re.M), printed.stdout
     # The override reached the stage: the trained model is 16 wide.
     assert read_spec(tmp_path / "trained")["model"]["channels"] == 16
     assert (tmp_path / "bento" / "bento.json").exists()
@@ -58,6 +100,19 @@ def test_a_failing_stage_fails_the_flow_and_skips_the_rest(prefect_server, tmp_p
     assert not (tmp_path / "compressed").exists() and not (tmp_path / "bento").exists()
 
 
-def test_bad_override_fails_before_any_stage(prefect_server, tmp_path):
-    done = run_flow(prefect_server, "trainer.epochz=3")
-    assert done.returncode != 0 and "epochz" in done.stdout + done.stderr
+def test_bad_override_fails_before_any_stage_on_a_temporary_server():
+    # No PREFECT_API_URL: Prefect starts (and stops) a temporary server, as for a new user.
+    done = run_flow(None, "trainer.epochz=3")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "pipeline: error: unknown config key trainer.epochz" in output
+    # The only ERROR is the flow run reporting the bad key: the temporary server reads
+    # prefect.toml in the project root, so it neither sends telemetry nor logs failing to.
+    assert [line for line in noise(output) if "ConfigError" not in line] == []
+    assert any("| ERROR" in line and "Flow run" in line for line in noise(output))
+
+
+def test_prefect_artifact_inspect_still_fails_so_the_readme_documents_prefect_api(prefect_server):
+    # Prefect 3.8.8's client sends `"flow_runs": null`; FastAPI >= 0.151 answers 422. When this
+    # starts passing, document `prefect artifact inspect composed-config` in the README instead.
+    done = shell(f"{BIN}/prefect artifact inspect composed-config", prefect_server)
+    assert done.returncode != 0 and "422" in done.stdout + done.stderr, done.stdout + done.stderr
