@@ -15,6 +15,8 @@ from maas import io
 from maas.errors import ArtifactError, ConfigError
 
 KINDS = ("standard", "minmax", "none")
+# The raw pixels' type (`data.feature_type`): what a request may send is checked against it.
+RAW_DTYPES = ("int", "float")
 
 
 @dataclass(frozen=True)
@@ -25,14 +27,17 @@ class Preprocessor:
     scale: list[float]   # then divided per feature
     raw_min: float       # the raw value range requests may use (the data's declared range)
     raw_max: float
+    raw_dtype: str = "float"  # "int" | "float"; older files lack it and keep accepting numbers of either type
 
     @classmethod
     def fit(cls, features: np.ndarray, kind: str, image_shape,
-            value_range: tuple[float, float] | None = None) -> "Preprocessor":
-        """Fit on `features`; `value_range` is the raw range requests may use (default: the one seen)."""
+            value_range: tuple[float, float] | None = None, raw_dtype: str = "float") -> "Preprocessor":
+        """Fit on `features`; `value_range` is the raw range requests may use (default: the one seen),
+        `raw_dtype` the raw values' type ("int" or "float")."""
         if kind not in KINDS:
             raise ConfigError(f"data.scaling={kind!r} is not allowed; choose one of {list(KINDS)}")
         x = features.astype(np.float64)
+        check_dtype(x, raw_dtype)
         n = x.shape[1]
         if kind == "standard":
             offset, scale = x.mean(axis=0), x.std(axis=0)
@@ -43,7 +48,8 @@ class Preprocessor:
         # Constant pixels (the digits' border) would divide by zero; leave them centred.
         scale = np.where(scale < 1e-8, 1.0, scale)
         low, high = value_range if value_range is not None else (x.min(), x.max())
-        return cls(kind, tuple(int(d) for d in image_shape), offset.tolist(), scale.tolist(), float(low), float(high))
+        return cls(kind, tuple(int(d) for d in image_shape), offset.tolist(), scale.tolist(), float(low), float(high),
+                   raw_dtype)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
         """(rows, C*H*W) raw features -> (rows, C, H, W) float32 model inputs."""
@@ -62,4 +68,16 @@ class Preprocessor:
         if blob.pop("format", None) != "maas.preprocessor/1":
             raise ArtifactError(f"{path} is not a maas preprocessor file")
         blob["image_shape"] = tuple(blob["image_shape"])
+        if blob.get("raw_dtype", "float") not in RAW_DTYPES:
+            raise ArtifactError(f"{path}: raw_dtype={blob['raw_dtype']!r} is not one of {list(RAW_DTYPES)}")
         return cls(**blob)
+
+
+def check_dtype(x: np.ndarray, raw_dtype: str) -> None:
+    """Refuse a type that is not one of RAW_DTYPES, or "int" for data that holds fractions."""
+    if raw_dtype not in RAW_DTYPES:
+        raise ConfigError(f"data.feature_type={raw_dtype!r} is not allowed; choose one of {list(RAW_DTYPES)}")
+    fractional = x[np.isfinite(x) & (x != np.round(x))]
+    if raw_dtype == "int" and fractional.size:
+        raise ConfigError(f"data.feature_type=int but the training features hold fractions "
+                          f"(e.g. {fractional[0]:g}); declare feature_type: float")

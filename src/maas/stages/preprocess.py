@@ -40,7 +40,8 @@ def run(cfg: DictConfig) -> dict:
     split = stratified_split(labels, val_fraction=cfg.data.split.val_fraction,
                              test_fraction=cfg.data.split.test_fraction, seed=cfg.seed)
     pre = Preprocessor.fit(features[split.train], cfg.data.scaling, cfg.data.image_shape,
-                           value_range=(cfg.expectations.feature_min, cfg.expectations.feature_max))
+                           value_range=(cfg.expectations.feature_min, cfg.expectations.feature_max),
+                           raw_dtype=cfg.data.feature_type)
     with io.atomic_dir(cfg.paths.processed) as out:
         for name, idx in zip(SPLITS, split):
             io.write_npz(out / f"{name}.npz", x=pre.transform(features[idx]), y=labels[idx], index=idx)
