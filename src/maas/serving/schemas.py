@@ -1,14 +1,24 @@
-"""Request and response bodies of the Bento's `/predict`, and the checks pydantic can't express."""
+"""Request, response and error bodies of the Bento's `/predict`, and the checks pydantic can't express.
+
+The checks are pure functions of the request, so they can run per request
+before anything is batched with other requests.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from pydantic import BaseModel, Field
+import json
+from dataclasses import dataclass
+from functools import reduce
+from itertools import chain
+from operator import getitem
 
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 IMAGES = Field(
-    description="A batch of raw images as nested lists of pixel values, the same values as in "
-    "data/raw: shape [N, H, W] for single-channel images (e.g. [N, 8, 8] for digits) or [N, C, H, W].",
+    description="A batch of raw images as nested lists of pixel values of the same type and range as in "
+    "data/raw (for digits: JSON integers 0..16): shape [N, H, W] for single-channel images "
+    "(e.g. [N, 8, 8] for digits) or [N, C, H, W].",
     examples=[[[[0, 0, 5, 13, 9, 1, 0, 0]] * 8]],
 )
 
@@ -18,45 +28,130 @@ class PredictResponse(BaseModel):
     probabilities: list[list[float]] = Field(description="Per-image class probabilities.")
 
 
+class ErrorResponse(BaseModel):
+    """The body of every error response: 400 for a request the model can't take, 500 for a server fault."""
+
+    model_config = ConfigDict(extra="forbid")  # documents that `error` is the only field
+
+    error: str = Field(description="What is wrong, naming the field: e.g. `images[0][2][3] is 3.5; pixels must "
+                       "be integers in [0, 16] (the raw data's type and range)`.")
+
+
 class BadRequest(ValueError):
     """A request the model can't take; the message names the field and the problem."""
 
 
-def to_batch(images: list, image_shape: tuple[int, int, int], value_range: tuple[float, float],
-             max_batch_size: int) -> np.ndarray:
-    """Check a request's images and return them as float32 rows of C*H*W raw values."""
-    c, h, w = image_shape
-    image = f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
-    expected = f"[N, {h}, {w}]" if c == 1 else f"[N, {c}, {h}, {w}]"
-    if not isinstance(images, list) or not images:
-        raise BadRequest(f"images must be a non-empty list of images shaped {expected}")
-    if len(images) > max_batch_size:
-        raise BadRequest(f"images holds {len(images)} images; at most {max_batch_size} per request")
+@dataclass(frozen=True)
+class ImageSpec:
+    """What one request may send: the model's image shape, the raw data's pixel type and range."""
+
+    shape: tuple[int, int, int]  # channels, height, width
+    low: float
+    high: float
+    dtype: str                   # "int" | "float", as the preprocessor recorded it
+    max_batch_size: int
+
+    @property
+    def types(self) -> frozenset[type]:
+        # bool is a subclass of int, and str converts to a number in numpy: both must be named to be refused.
+        return frozenset({int}) if self.dtype == "int" else frozenset({int, float})
+
+    @property
+    def pixels(self) -> str:
+        kind = "integers" if self.dtype == "int" else "finite numbers"
+        return f"pixels must be {kind} in [{self.low:g}, {self.high:g}] (the raw data's type and range)"
+
+    @property
+    def image(self) -> str:
+        c, h, w = self.shape
+        return f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
+
+
+def parse_body(body: bytes, spec: ImageSpec) -> np.ndarray:
+    """A raw `/predict` request body -> float32 rows of C*H*W raw values, or BadRequest."""
+    from pydantic_core import from_json
+
     try:
-        arr = np.asarray(images, dtype=np.float32)
-    except (ValueError, TypeError):
-        shapes = []
-        for i, img in enumerate(images):
-            try:
-                shapes.append(np.asarray(img, dtype=np.float32).shape)
-            except (ValueError, TypeError):
-                raise BadRequest(f"images[{i}] is not a numeric {image} array (ragged rows or non-numbers)") from None
-        i = next(i for i, s in enumerate(shapes) if s != shapes[0])
-        raise BadRequest(f"images[{i}] is {'x'.join(map(str, shapes[i]))} but images[0] is "
-                         f"{'x'.join(map(str, shapes[0]))}; each image must be {image}") from None
-    sent = arr.shape[1:]
-    if c == 1 and arr.ndim == 3:
-        arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[1:] != (c, h, w):
-        got = "x".join(map(str, sent)) or "a number"
-        raise BadRequest(f"each image must be {image}, got {got} (images shape {[len(arr), *sent]}, "
-                         f"expected {expected})")
-    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1)
-    if bad.any():
-        raise BadRequest(f"images[{int(np.argmax(bad))}] holds NaN or infinity")
-    lo, hi = value_range
-    outside = ((arr < lo) | (arr > hi)).reshape(len(arr), -1).any(axis=1)
-    if outside.any():
-        raise BadRequest(f"images[{int(np.argmax(outside))}] has pixel values outside [{lo:g}, {hi:g}], "
-                         "the raw range the model was trained on")
-    return arr.reshape(len(arr), -1)
+        # The parser BentoML's JSON serde uses, so a body accepted here parses the same way there.
+        payload = from_json(body)
+    except ValueError as e:
+        raise BadRequest(f'the body is not valid JSON ({e}); send {{"images": [...]}}') from None
+    if not isinstance(payload, dict) or "images" not in payload:
+        raise BadRequest('the body must be a JSON object with the field "images": {"images": [...]}')
+    if extra := sorted(payload.keys() - {"images"}):
+        raise BadRequest(f'unknown field(s) {", ".join(map(json.dumps, extra))}; the body is {{"images": [...]}}')
+    return to_batch(payload["images"], spec)
+
+
+def to_batch(images, spec: ImageSpec) -> np.ndarray:
+    """Check a request's images and return them as float32 rows of C*H*W raw values."""
+    _check_count(images, spec)
+    try:
+        arr = np.asarray(images, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):  # ragged, not numbers, or an int beyond float
+        raise _explain(images, spec) from None
+    _check_shape(arr.shape[1:], spec)
+    pixel_types = set(map(type, _pixels(images, arr.ndim)))
+    # NaN fails both comparisons, so this also refuses NaN and infinities.
+    if not pixel_types <= spec.types or not ((arr >= spec.low) & (arr <= spec.high)).all():
+        raise _first_bad_pixel(images, arr.shape, spec)
+    return arr.reshape(len(arr), -1).astype(np.float32)
+
+
+def _check_count(images, spec: ImageSpec) -> None:
+    if not isinstance(images, list) or not images:
+        raise BadRequest(f"images must be a non-empty list of images shaped {_expected(spec)}")
+    if len(images) > spec.max_batch_size:
+        raise BadRequest(f"images holds {len(images)} images; at most {spec.max_batch_size} per request")
+
+
+def _expected(spec: ImageSpec) -> str:
+    c, h, w = spec.shape
+    return f"[N, {h}, {w}]" if c == 1 else f"[N, {c}, {h}, {w}]"
+
+
+def _check_shape(sent: tuple[int, ...], spec: ImageSpec) -> None:
+    """`sent` is one image's shape; a single-channel image may come with or without its channel axis."""
+    c, h, w = spec.shape
+    if sent == (c, h, w) or (c == 1 and sent == (h, w)):
+        return
+    got = "x".join(map(str, sent)) or "a single value"
+    raise BadRequest(f"each image must be {spec.image}, got {got} (expected images shaped {_expected(spec)})")
+
+
+def _pixels(images: list, ndim: int):
+    """The pixel values of a regular nested list of `ndim` levels, without copying them."""
+    return reduce(lambda values, _: chain.from_iterable(values), range(ndim - 1), images)
+
+
+def _explain(images: list, spec: ImageSpec) -> BadRequest:
+    """Name what made the batch unreadable as numbers: a ragged image, mismatched images, or a pixel."""
+    shapes = []
+    for i, img in enumerate(images):
+        try:
+            shapes.append(np.shape(img))
+        except ValueError:
+            return BadRequest(f"images[{i}] is not a regular {spec.image} array (its rows differ in length)")
+    for i, shape in enumerate(shapes):
+        if shape != shapes[0]:
+            return BadRequest(f"images[{i}] is {'x'.join(map(str, shape))} but images[0] is "
+                              f"{'x'.join(map(str, shapes[0]))}; each image must be {spec.image}")
+    _check_shape(shapes[0], spec)
+    return _first_bad_pixel(images, (len(images), *shapes[0]), spec)
+
+
+def _first_bad_pixel(images: list, shape: tuple[int, ...], spec: ImageSpec) -> BadRequest:
+    """Walk the pixels in order (only for a refused request) and name the first wrong one."""
+    for index in np.ndindex(*shape):
+        value = reduce(getitem, index, images)
+        if type(value) not in spec.types or not spec.low <= value <= spec.high:
+            return BadRequest(f"images{''.join(f'[{i}]' for i in index)} is {_show(value)}; {spec.pixels}")
+    return BadRequest(f"images are not readable as numbers; {spec.pixels}")  # unreachable for JSON input
+
+
+def _show(value) -> str:
+    """A value as the client wrote it in JSON, kept short."""
+    if type(value) is int and abs(value) > 10**15:
+        return f"an integer of {value.bit_length()} bits"  # str() of a huge int is slow, and refused past 4300 digits
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
