@@ -1,33 +1,52 @@
-"""`bentoml serve` over real HTTP: the Bento the package stage built, on a machine whose store lacks it."""
+"""`maas serve` over real HTTP: the Bento the package stage built, on a machine whose store lacks it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from conftest import BIN, free_port, start, stop, wait_http
+from conftest import BIN, ROOT, free_port, make_project, start, stop, wait_http
 from maas import io
 from maas.config import write_params
 
 pytestmark = pytest.mark.slow
 
+README_IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
+                [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
+                [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]
+PIXELS = "pixels must be integers in [0, 16] (the raw data's type and range)"
+
+
+def without_venv_on_path() -> dict[str, str]:
+    """The environment of a shell that never activated the venv: `bentoml` is not on PATH."""
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != BIN.resolve()]
+    return {**os.environ, "PATH": os.pathsep.join(path)}
+
 
 @pytest.fixture(scope="module")
 def served(tiny_run, tmp_path_factory):
-    """`maas serve` with an empty BentoML store: it imports the exported archive, then serves it."""
+    """`<venv>/bin/maas serve` as a user types it: from a project's subfolder, whose params.yaml names
+    the Bento folder relatively, with an empty BentoML store and without the venv on PATH."""
     cfg, summaries = tiny_run
     work = tmp_path_factory.mktemp("serve")
-    params = work / "params.yaml"
-    write_params(cfg, params)
-    env = {**os.environ, "BENTOML_HOME": str(work / "bentoml")}
+    project = make_project(work / "project")
+    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
+    local = OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}})
+    write_params(local, project / "params.yaml")
+    env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml")}
+    assert shutil.which("bentoml", path=env["PATH"]) != str(BIN / "bentoml")
     port = free_port()
-    proc = start([str(BIN / "maas"), "serve", "--params", str(params), "--port", str(port)], work / "serve.log",
-                 env=env)
+    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env,
+                 cwd=project / "conf")
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
         yield {"url": f"http://127.0.0.1:{port}", "home": work / "bentoml", "cfg": cfg,
@@ -63,25 +82,107 @@ def test_predicts_raw_images_like_the_pipeline_does(served):
     assert (classes == y[test_idx]).mean() > 0.85
 
 
-@pytest.mark.parametrize("body, named", [
-    ({"images": [[[0] * 7] * 8]}, "8x8, got 8x7"),
-    ({"images": [[[0] * 8] * 8, [[0] * 8] * 7]}, "images[1]"),
-    ({"images": [[[99] * 8] * 8]}, "outside [0, 16]"),
-    ({"images": []}, "non-empty"),
-    ({"images": "abc"}, "images"),
-    ({"pictures": [[[0] * 8] * 8]}, "images"),
-    ({"images": [[["x"] * 8] * 8]}, "not a numeric"),
-])
-def test_bad_requests_get_a_4xx_that_names_the_problem(served, body, named):
-    r = predict(served["url"], body)
-    assert 400 <= r.status_code < 500, (r.status_code, r.text)
-    assert named in r.text
+def image_with(pixel, at=(2, 3)) -> list:
+    rows = [row[:] for row in README_IMAGE]
+    rows[at[0]][at[1]] = pixel
+    return rows
+
+
+# (body, or its raw text; content-type; what the error says): each must get 400 and {"error": <that>}
+BAD = {
+    "huge int": ({"images": [image_with(10**309)]}, None, f"images[0][2][3] is an integer of 1027 bits; {PIXELS}"),
+    "numeric string": ({"images": [image_with("5")]}, None, f'images[0][2][3] is "5"; {PIXELS}'),
+    "underscored string": ({"images": [image_with(" 1_0 ")]}, None, f'images[0][2][3] is " 1_0 "; {PIXELS}'),
+    "boolean": ({"images": [image_with(True)]}, None, f"images[0][2][3] is true; {PIXELS}"),
+    "fraction": ({"images": [image_with(3.5)]}, None, f"images[0][2][3] is 3.5; {PIXELS}"),
+    "scaled to 0..1": ({"images": [(np.array(README_IMAGE) / 16).tolist()]}, None, f"images[0][0][0] is 0.0; {PIXELS}"),
+    "out of range": ({"images": [README_IMAGE, image_with(99)]}, None, f"images[1][2][3] is 99; {PIXELS}"),
+    "wrong size": ({"images": [[[0] * 7] * 8]}, None, "each image must be 8x8, got 8x7"),
+    "mismatched images": ({"images": [[[0] * 8] * 8, [[0] * 8] * 7]}, None, "images[1] is 7x8 but images[0] is 8x8"),
+    "empty": ({"images": []}, None, "images must be a non-empty list"),
+    "not a list": ({"images": "abc"}, None, "images must be a non-empty list"),
+    "missing field": ({"pictures": [README_IMAGE]}, None, 'the field "images"'),
+    "unknown field": ({"images": [README_IMAGE], "scale": 1}, None, 'unknown field(s) "scale"'),
+    "malformed JSON": ('{"images": [[[0]]]', None, "the body is not valid JSON"),
+    "no body": ("", None, "the body is not valid JSON"),
+    "form body": ("images=1", "application/x-www-form-urlencoded",
+                  "content-type must be application/json, got application/x-www-form-urlencoded"),
+}
+
+
+def post_bad(url: str, case: str) -> httpx.Response:
+    body, media_type, _ = BAD[case]
+    text = body if isinstance(body, str) else json.dumps(body)
+    return httpx.post(f"{url}/predict", content=text.encode(), timeout=30,
+                      headers={"content-type": media_type or "application/json"})
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_every_bad_request_gets_400_and_one_error_shape(served, case):
+    r = post_bad(served["url"], case)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert set(r.json()) == {"error"} and BAD[case][2] in r.json()["error"], r.text
 
 
 def test_too_large_a_batch_is_refused(served):
     limit = served["cfg"].serve.max_batch_size
     r = predict(served["url"], {"images": [[[0] * 8] * 8] * (limit + 1)})
-    assert r.status_code == 400 and f"at most {limit}" in r.text
+    assert r.status_code == 400
+    assert r.json() == {"error": f"images holds {limit + 1} images; at most {limit} per request"}
+
+
+def test_each_refusal_logs_one_warning_line_and_no_traceback(served):
+    log = served["log"]
+    offset = log.stat().st_size
+    for case in BAD:
+        assert post_bad(served["url"], case).status_code == 400
+    assert predict(served["url"], {"images": [README_IMAGE]}).status_code == 200  # a marker after them
+
+    def new_lines() -> list[str]:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            return f.read().splitlines()
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any("path=/predict" in line and "status=200" in line
+                                                  for line in new_lines()):
+        time.sleep(0.2)
+    lines = new_lines()
+    warnings = [line for line in lines if "[WARNING]" in line]
+    assert len(warnings) == len(BAD), "\n".join(lines)
+    assert all("refused a /predict request: " in line for line in warnings), "\n".join(warnings)
+    assert not [line for line in lines if "Traceback" in line or "[ERROR]" in line], "\n".join(lines)
+
+
+def test_the_openapi_ui_is_at_the_root_and_documents_the_error_shape(served):
+    ui = httpx.get(served["url"] + "/", timeout=10)
+    assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
+    assert "swagger-ui" in ui.text
+    doc = httpx.get(served["url"] + "/docs.json", timeout=10).json()
+    responses = doc["paths"]["/predict"]["post"]["responses"]
+    schemas = doc["components"]["schemas"]
+    for status in ("400", "500"):
+        ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+        error = schemas[ref.rsplit("/", 1)[1]]
+        assert error["properties"].keys() == {"error"} and error["required"] == ["error"], error
+        assert error["additionalProperties"] is False
+    assert '{"error": ' in doc["paths"]["/predict"]["post"]["description"]
+
+
+def test_make_serve_takes_the_port(served, tmp_path):
+    """`make serve PORT=N` serves on N (run from the served project, with the store it imported into)."""
+    project = served["log"].parent / "project"
+    make = ["make", "-f", str(ROOT / "Makefile"), "-C", str(project), "-o", ".venv/.installed", f"BIN={BIN}", "serve"]
+    dry = subprocess.run([*make, "-n"], capture_output=True, text=True, check=True).stdout
+    assert "maas serve --port 3000" in dry
+    port = free_port()
+    proc = start([*make, f"PORT={port}"], tmp_path / "make-serve.log",
+                 env={**without_venv_on_path(), "BENTOML_HOME": str(served["home"])})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
+    finally:
+        stop(proc)
+    assert f"--port {port}" in (tmp_path / "make-serve.log").read_text()
 
 
 def test_a_service_whose_model_is_broken_exits(served, tmp_path):
