@@ -25,6 +25,10 @@ def architectures(backend: str) -> dict[str, type]:
         from maas.models.torch import ARCHITECTURES
 
         return ARCHITECTURES
+    if backend == "tensorflow":
+        from maas.models.tensorflow import ARCHITECTURES
+
+        return ARCHITECTURES
     from maas.backends import BACKENDS
 
     raise ConfigError(f"backend {backend!r} has no architectures; backends are: {', '.join(BACKENDS)}")
