@@ -35,8 +35,10 @@ os.chdir(ROOT)
 
 def tiny_overrides(workdir: Path, raw: Path) -> list[str]:
     """A config that runs every stage in seconds, writing under `workdir`."""
-    return ["trainer=fast", "gates=none", f"paths.raw={raw}",
-            *(f"paths.{k}={workdir / k}" for k in ("validated", "processed", "trained", "compressed", "reports", "bento"))]
+    # trainer.device=cpu: these tests mean CPU (bit-exact resume, timings) even on a CUDA machine.
+    return ["trainer=fast", "trainer.device=cpu", "gates=none", f"paths.raw={raw}",
+            *(f"paths.{k}={workdir / k}" for k in ("validated", "processed", "trained", "compressed", "reports",
+                                                   "bento", "checkpoints"))]
 
 
 @pytest.fixture(scope="session")

@@ -131,8 +131,12 @@ def test_train_logs_metrics_per_epoch(tiny_run):
     ({"trainer.backend": "jax"}, "trainer.backend='jax'"),
     ({"trainer.epochs": 0}, "trainer.epochs=0 must be an integer >= 1"),
     ({"trainer.batch_size": 0}, "trainer.batch_size=0"),
-    ({"trainer.optimizer._target_": "torch.optim.Adamm"}, "torch.optim.Adamm"),
+    ({"trainer.optimizer.name": "adamm"}, "trainer.optimizer.name='adamm' is not allowed"),
     ({"trainer.optimizer.betas": "oops"}, "trainer.optimizer"),
+    ({"trainer.optimizer.lr": -1}, "Invalid learning rate"),
+    ({"trainer.scheduler.name": "linear"}, "trainer.scheduler.name='linear'"),
+    ({"trainer.freeze": ["feature"]}, "'feature' names no parameters of CNN; its top-level modules are features, head"),
+    ({"model.init_from": "/nowhere"}, "model.init_from=/nowhere: no maas model directory"),
 ])
 def test_train_config_errors_are_named_and_keep_the_old_outputs(tiny_run, tmp_path, override, message):
     import torch

@@ -17,6 +17,8 @@ from typing import Any, Mapping
 from maas.errors import ConfigError
 
 ARCH_KEY = "arch"
+# Model keys that are not constructor arguments: where to start from (read by the trainer).
+NOT_ARGUMENTS = ("init_from",)
 
 
 def architectures(backend: str) -> dict[str, type]:
@@ -55,6 +57,8 @@ def resolve(model_cfg: Mapping[str, Any], backend: str = "torch") -> tuple[type,
                           f"{ARCH_KEY}: <name>, never an import path")
     table = architectures(backend)
     name = kwargs.pop(ARCH_KEY, None)
+    for key in NOT_ARGUMENTS:
+        kwargs.pop(key, None)
     if name not in table:
         hint = _closest(name, table) if isinstance(name, str) else ""
         raise ConfigError(f"model.{ARCH_KEY}={name!r} is not a {backend} architecture{hint} "

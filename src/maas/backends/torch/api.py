@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -59,28 +60,99 @@ def predictor(model: torch.nn.Module, compression: str = "none") -> TorchPredict
 def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
           log: Callable[[int, dict], None]) -> TrainResult:
     """Fit `cfg.model` with `cfg.trainer` on the torch side; every setting is checked before training."""
-    import hydra.utils
+    from omegaconf import OmegaConf
 
+    from maas.backends.torch import resume
     from maas.backends.torch.device import autocast, pick_device
-    from maas.backends.torch.fit import fit
+    from maas.backends.torch.fit import Settings, fit
+    from maas.backends.torch.optim import make_optimizer
 
     t = cfg.trainer
     device = pick_device(t.device)
     autocast(device, t.precision)
+    plain = OmegaConf.to_container(t, resolve=True)
+    settings = Settings(epochs=t.epochs, batch_size=t.batch_size, optimizer=plain["optimizer"],
+                        scheduler=plain["scheduler"], seed=cfg.seed, precision=t.precision,
+                        augment_shift=t.augment_shift, label_smoothing=t.label_smoothing,
+                        grad_clip_norm=t.grad_clip_norm, early_stopping_patience=t.early_stopping_patience,
+                        channels_last=t.channels_last, compile=t.compile)
     torch.manual_seed(cfg.seed)  # weight init draws from the global generator: seed it first
     model = build(cfg.model)
-    try:
-        make_optimizer = hydra.utils.instantiate(t.optimizer)
-        make_optimizer(model.parameters())  # a throwaway, so bad arguments fail here
-    except Exception as e:  # Hydra wraps import and argument errors alike
-        raise ConfigError(f"cannot build trainer.optimizer ({t.optimizer.get('_target_')}): {e}") from e
-    print(f"train: building model <{cfg.model.arch}>, optimizer <{t.optimizer._target_}>", flush=True)
-    result = fit(model, train, val, make_optimizer=make_optimizer, device=device,
-                 precision=t.precision, epochs=t.epochs, batch_size=t.batch_size,
-                 warmup_epochs=t.warmup_epochs, min_lr_ratio=t.min_lr_ratio, seed=cfg.seed,
-                 augment_shift=t.augment_shift, log=log)
+    if cfg.model.get("init_from"):
+        init_from(model, cfg.model.init_from)
+    freeze(model, list(t.freeze))
+    make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings.optimizer)  # bad arguments fail here, not mid-run
+    print(f"train: building model <{cfg.model.arch}>, optimizer <{settings.optimizer['name']}>, "
+          f"scheduler <{settings.scheduler['name']}>", flush=True)
+    state_dir = None
+    if t.resume:
+        fp = resume.fingerprint({k: plain_cfg(cfg, k) for k in ("seed", "model", "trainer", "data")},
+                                [Path(cfg.paths.processed) / f"{split}.npz" for split in ("train", "val")])
+        state_dir = Path(cfg.paths.checkpoints) / f"train-{fp}"
+    result = fit(model, train, val, settings=settings, device=device, state_dir=state_dir, log=log)
     if result.best_state:
         model.load_state_dict(result.best_state)
+    if state_dir is not None:
+        resume.clear(state_dir)  # finished: the next run with this config is a new run
     return TrainResult(model=model.cpu().eval(), best_epoch=result.best_epoch,
                        best_val_accuracy=result.best_val_accuracy, history=result.history,
-                       record={"device": str(device), "precision": t.precision})
+                       record={"device": str(device), "precision": t.precision,
+                               "resumed_from_epoch": result.resumed_from})
+
+
+def plain_cfg(cfg: DictConfig, key: str):
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key)
+    if key == "trainer":  # whether to resume does not change what training computes
+        value = {k: v for k, v in OmegaConf.to_container(value, resolve=True).items() if k != "resume"}
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def init_from(model: torch.nn.Module, source: str) -> None:
+    """Start from earlier weights: a maas model directory or a safetensors file, shapes checked."""
+    from safetensors.numpy import load_file
+
+    from maas import model_files
+    from maas.compression import decompress
+
+    path = Path(source)
+    if (path / model_files.MODEL_FILE).exists():
+        spec = model_files.read_spec(path)
+        weights = decompress(model_files.read_weights(path, spec), model_files.compression_method(spec))
+    elif path.is_file():
+        try:
+            weights = load_file(str(path))
+        except Exception as e:  # safetensors' own error types
+            raise ConfigError(f"model.init_from={source}: not a safetensors file ({e})") from None
+    else:
+        raise ConfigError(f"model.init_from={source}: no maas model directory or safetensors file there")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    extra = sorted(set(weights) - set(own))
+    wrong = [f"{k} {list(weights[k].shape)} vs {list(own[k].shape)}"
+             for k in sorted(set(own) & set(weights)) if tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        raise ConfigError(f"model.init_from={source} does not fit model.arch={type(model).__name__}: "
+                          + "; ".join(part for part in (
+                              f"shapes differ: {', '.join(wrong[:5])}" if wrong else "",
+                              f"missing: {', '.join(missing[:5])}" if missing else "",
+                              f"unexpected: {', '.join(extra[:5])}" if extra else "") if part))
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
+    print(f"train: initialised {len(weights)} tensors from {source}", flush=True)
+
+
+def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Keep the parameters under each dotted prefix fixed (`features` freezes features.0.weight, ...)."""
+    names = [n for n, _ in model.named_parameters()]
+    for prefix in prefixes:
+        hits = [n for n in names if n == prefix or n.startswith(f"{prefix}.")]
+        if not hits:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"trainer.freeze: {prefix!r} names no parameters of {type(model).__name__}; "
+                              f"its top-level modules are {', '.join(tops)}")
+        for name, p in model.named_parameters():
+            if name in hits:
+                p.requires_grad_(False)
+    if prefixes:
+        print(f"train: frozen {', '.join(prefixes)}", flush=True)

@@ -3,8 +3,12 @@
     maas stage train                       # as `dvc repro` runs it
     maas stage train trainer.epochs=5      # quick try, composes conf/
     maas stage train -m model.channels=16,32,64   # sweep
+    maas stage train trainer/optimizer=sgd trainer/scheduler=plateau trainer.label_smoothing=0.1
 
-Keeps the weights of the epoch with the lowest validation loss.
+Keeps the weights of the epoch with the lowest validation loss. After every
+epoch the whole training state is saved (`resume.py`), so the same command
+after a kill continues from the last finished epoch and, on CPU, ends with
+the same weights as a run that was never interrupted.
 """
 
 from __future__ import annotations
@@ -12,13 +16,32 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from maas.backends.torch import resume
 from maas.backends.torch.device import autocast, grad_scaler
+from maas.backends.torch.optim import make_optimizer, make_scheduler
+
+
+@dataclass(frozen=True)
+class Settings:
+    epochs: int
+    batch_size: int
+    optimizer: dict                    # trainer.optimizer: name + arguments
+    scheduler: dict                    # trainer.scheduler: name + arguments
+    seed: int
+    precision: str = "32"
+    augment_shift: int = 0             # pixels of random translation (0: off)
+    label_smoothing: float = 0.0
+    grad_clip_norm: float = 0.0        # 0: off
+    early_stopping_patience: int = 0   # 0: off
+    channels_last: bool = False        # NHWC activations: faster convs on CUDA tensor cores
+    compile: bool = False              # torch.compile the forward pass (first epoch pays the compile)
 
 
 @dataclass
@@ -27,14 +50,7 @@ class FitResult:
     best_epoch: int
     best_val_accuracy: float
     history: list[dict] = field(default_factory=list)
-
-
-def get_lr(step: int, *, peak: float, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    # 1) linear warmup from ~0 to peak, 2) cosine decay from peak to peak*min_ratio
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    resumed_from: int = 0              # the last finished epoch a killed run had saved (0: fresh)
 
 
 @torch.no_grad()
@@ -52,10 +68,12 @@ def estimate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_s
     return total_loss / len(x), correct / len(x)
 
 
-def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy, or the model's own joint loss (the autoencoder adds its reconstruction error)."""
     joint = getattr(model, "joint_loss", None)
-    return joint(x, y) if joint is not None else nn.functional.cross_entropy(model(x).float(), y)
+    if joint is not None:
+        return joint(x, y)
+    return nn.functional.cross_entropy(model(x).float(), y, label_smoothing=label_smoothing)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -74,47 +92,65 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
 
 def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
-        make_optimizer: Callable, device: torch.device, precision: str, epochs: int, batch_size: int,
-        warmup_epochs: int, min_lr_ratio: float, seed: int, augment_shift: int = 0,
+        settings: Settings, device: torch.device, state_dir: Path | None = None,
         log: Callable[[int, dict], None] = lambda epoch, metrics: None) -> FitResult:
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    s = settings
+    torch.manual_seed(s.seed)
+    generator = torch.Generator().manual_seed(s.seed)
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     x_val, y_val = torch.from_numpy(val[0]), torch.from_numpy(val[1])
-    model.to(device)
-    optimizer = make_optimizer(model.parameters())
-    peak_lr = optimizer.param_groups[0]["lr"]
-    scaler = grad_scaler(device, precision)
-    steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    print(f"train: {len(x_train):,} samples, {steps_per_epoch} steps/epoch, {total_steps:,} steps, "
-          f"{sum(p.numel() for p in model.parameters()):,} parameters, device={device}, precision={precision}",
-          flush=True)
+    memory_format = torch.channels_last if s.channels_last and x_train.dim() == 4 else torch.preserve_format
+    model.to(device, memory_format=memory_format)
+    net = torch.compile(model) if s.compile else model  # state dicts always come from `model`
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(trainable, s.optimizer)
+    steps_per_epoch = math.ceil(len(x_train) / s.batch_size)
+    scheduler, step_on = make_scheduler(optimizer, s.scheduler, steps_per_epoch=steps_per_epoch, epochs=s.epochs)
+    scaler = grad_scaler(device, s.precision)
+    print(f"train: {len(x_train):,} samples, {steps_per_epoch} steps/epoch, {s.epochs * steps_per_epoch:,} steps, "
+          f"{sum(p.numel() for p in trainable):,} trainable of {sum(p.numel() for p in model.parameters()):,} "
+          f"parameters, device={device}, precision={s.precision}", flush=True)
 
-    best, best_val_loss = FitResult({}, -1, -1.0), math.inf
-    step = 0
-    for epoch in range(1, epochs + 1):
+    best, best_val_loss, start = FitResult({}, -1, -1.0), math.inf, 1
+    saved = resume.load(state_dir) if state_dir is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        generator.set_state(saved["generator"])
+        best = FitResult(saved["best_state"], saved["best_epoch"], saved["best_val_accuracy"], saved["history"],
+                         resumed_from=saved["epoch"])
+        best_val_loss, start = saved["best_val_loss"], saved["epoch"] + 1
+        for h in best.history:  # the new run's DVCLive folder gets the whole curve
+            log(h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
+        print(f"train: resumed from epoch {saved['epoch']} (checkpoint in {state_dir})", flush=True)
+
+    for epoch in range(start, s.epochs + 1):
         t0 = time.perf_counter()
-        model.train()
+        net.train()
         order = torch.randperm(len(x_train), generator=generator)
         running = 0.0
-        for i in range(0, len(order), batch_size):
-            idx = order[i:i + batch_size]
-            xb = random_shift(x_train[idx], augment_shift, generator).to(device)
+        for i in range(0, len(order), s.batch_size):
+            idx = order[i:i + s.batch_size]
+            xb = random_shift(x_train[idx], s.augment_shift, generator).to(device, memory_format=memory_format)
             yb = y_train[idx].to(device)
-            lr = get_lr(step, peak=peak_lr, warmup_steps=warmup_epochs * steps_per_epoch,
-                        total_steps=total_steps, min_ratio=min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device, precision):
-                loss = training_loss(model, xb, yb)
+            with autocast(device, s.precision):
+                loss = training_loss(net, xb, yb, s.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if s.grad_clip_norm > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+                nn.utils.clip_grad_norm_(trainable, s.grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
+            if step_on == "batch":
+                scheduler.step()
             running += loss.item() * len(idx)
-            step += 1
-        val_loss, val_acc = estimate_loss(model, x_val, y_val, batch_size=512, device=device, precision=precision)
+        val_loss, val_acc = estimate_loss(net, x_val, y_val, batch_size=512, device=device, precision=s.precision)
+        lr = optimizer.param_groups[0]["lr"]
+        if step_on == "epoch":
+            scheduler.step(val_loss)
         metrics = {"train_loss": running / len(x_train), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
         best.history.append({"epoch": epoch, **metrics})
         log(epoch, metrics)
@@ -124,19 +160,31 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             best_val_loss = val_loss
             best.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best.best_epoch, best.best_val_accuracy = epoch, val_acc
-        print(f"epoch {epoch:3d}/{epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
+        print(f"epoch {epoch:3d}/{s.epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
               f"val_acc {val_acc:.4f}  lr {lr:.2e}  {time.perf_counter() - t0:.2f}s", flush=True)
+        stop = 0 < s.early_stopping_patience <= epoch - max(best.best_epoch, 0)
+        if state_dir is not None and epoch < s.epochs and not stop:
+            resume.save(state_dir, _state(epoch, model, optimizer, scheduler, generator, best, best_val_loss))
+        if stop:
+            print(f"train: early stop after epoch {epoch}: val loss has not improved for "
+                  f"{s.early_stopping_patience} epochs", flush=True)
+            break
     print(f"train: best epoch {best.best_epoch} (val_loss {best_val_loss:.4f}, val_accuracy "
           f"{best.best_val_accuracy:.4f})", flush=True)
     return best
 
 
+def _state(epoch: int, model, optimizer, scheduler, generator, best: FitResult, best_val_loss: float) -> dict[str, Any]:
+    return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "generator": generator.get_state(),
+            "best_state": best.best_state, "best_epoch": best.best_epoch, "best_val_accuracy": best.best_val_accuracy,
+            "best_val_loss": best_val_loss, "history": best.history}
+
+
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: np.ndarray, *, device: torch.device | str = "cpu",
-                  batch_size: int = 512) -> np.ndarray:
+def predict_proba(model: nn.Module, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+    """Transitional, until the Bento's service predicts through `maas.model_files.load`."""
     model.eval()
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(device)
-        out.append(torch.softmax(model(xb).float(), dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    out = [torch.softmax(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).float(), 1).numpy()
+           for i in range(0, len(x), batch_size)]
+    return np.concatenate(out)
