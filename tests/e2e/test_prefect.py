@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from conftest import BIN, ROOT, tiny_overrides
-from maas.backends.torch.checkpoint import read_spec
+from maas.model_files import read_spec
 
 pytestmark = pytest.mark.slow
 

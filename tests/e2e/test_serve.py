@@ -60,8 +60,7 @@ def predict(url: str, body) -> httpx.Response:
 
 
 def test_predicts_raw_images_like_the_pipeline_does(served):
-    from maas.backends.torch.checkpoint import load_model
-    from maas.backends.torch.fit import predict_proba
+    from maas import model_files
     from maas.data.preprocessor import Preprocessor
     from maas.data.sources import read_raw, to_arrays
 
@@ -75,10 +74,10 @@ def test_predicts_raw_images_like_the_pipeline_does(served):
     classes = np.array(body["classes"])
     assert classes.shape == (len(test_idx),)
     assert np.allclose(np.array(body["probabilities"]).sum(1), 1, atol=1e-4)
-    model, _ = load_model(cfg.paths.compressed)
     pre = Preprocessor.load(Path(cfg.paths.processed) / "preprocessor.json")
-    expected = predict_proba(model, pre.transform(raw)).argmax(1)
+    expected = model_files.load(cfg.paths.compressed).predictor.predict(pre.transform(raw)).proba.argmax(1)
     assert np.array_equal(classes, expected)  # the Bento applies the same preprocessing
+    assert body["anomaly_scores"] is None  # a CNN does not reconstruct its input
     assert (classes == y[test_idx]).mean() > 0.85
 
 
@@ -185,12 +184,47 @@ def test_make_serve_takes_the_port(served, tmp_path):
     assert f"--port {port}" in (tmp_path / "make-serve.log").read_text()
 
 
-def test_a_service_whose_model_is_broken_exits(served, tmp_path):
-    """A corrupt weights file must stop the server, not leave it up answering nothing."""
+class MakeDir:
+    """Unpickling this creates a folder: proof that a pickle's payload ran."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def flip_a_byte(model_dir: Path, marker: Path) -> str:
+    weights = next(model_dir.glob("weights*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # still valid safetensors: only the recorded sha256 can tell
+    weights.write_bytes(bytes(data))
+    return "sha256"
+
+
+def pickle_in_model_yaml(model_dir: Path, marker: Path) -> str:
+    """The attack from issue 7: a `_target_` that reaches torch.load on a pickle shipped beside it."""
+    import pickle
+
+    import yaml
+
+    (model_dir / "payload.pkl").write_bytes(pickle.dumps(MakeDir(marker)))
+    spec = yaml.safe_load((model_dir / "model.yaml").read_text())
+    spec["model"] = {"_target_": "maas.models.torch.cnn.torch.load", "_args_": [str(model_dir / "payload.pkl")],
+                     "weights_only": False}
+    (model_dir / "model.yaml").write_text(yaml.safe_dump(spec))
+    return "_target_"
+
+
+@pytest.mark.parametrize("tamper", [flip_a_byte, pickle_in_model_yaml])
+def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served, tmp_path, tamper):
+    """A model that fails its checks must stop the server, not leave it up answering nothing (or
+    serving wrong answers), and nothing in the model directory may run."""
     home = tmp_path / "bentoml"
     shutil.copytree(served["home"], home, symlinks=True)
-    weights = next((home / "models").rglob("weights*.safetensors"))
-    weights.write_bytes(b"not safetensors")
+    marker = tmp_path / "payload-ran"
+    model_dir = next(p.parent for p in (home / "models").rglob("maas/model.yaml"))  # ours, not BentoML's
+    named = tamper(model_dir, marker)
     proc = start([str(BIN / "bentoml"), "serve", served["bento_tag"], "--port", str(free_port())],
                  tmp_path / "broken.log", env={**os.environ, "BENTOML_HOME": str(home)})
     try:
@@ -198,5 +232,5 @@ def test_a_service_whose_model_is_broken_exits(served, tmp_path):
     finally:
         stop(proc)
     assert proc.returncode != 0
-    log = (tmp_path / "broken.log").read_text()
-    assert "safetensors" in log.lower() or "weights" in log.lower(), log[-2000:]
+    assert named in (tmp_path / "broken.log").read_text(), (tmp_path / "broken.log").read_text()[-2000:]
+    assert not marker.exists()

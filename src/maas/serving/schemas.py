@@ -26,6 +26,10 @@ IMAGES = Field(
 class PredictResponse(BaseModel):
     classes: list[int] = Field(description="The predicted class of each image, in request order.")
     probabilities: list[list[float]] = Field(description="Per-image class probabilities.")
+    anomaly_scores: list[float] | None = Field(None, description="Per-image reconstruction error (mean squared, "
+                                               "on the preprocessed scale) for models that reconstruct their input "
+                                               "(model=autoencoder); higher is less like the training data. "
+                                               "null for other models.")
 
 
 class ErrorResponse(BaseModel):

@@ -26,8 +26,10 @@ from maas.stages.validate import RESULT_FILE
 BENTO_FILE = "bento.json"
 CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
-# What maas.serving imports, directly or through the modules it loads (bentoml comes with the image).
-SERVICE_PACKAGES = ("torch", "safetensors", "numpy", "omegaconf", "pyyaml", "pydantic")
+# What maas.serving imports, directly or through the modules it loads (bentoml comes with the image),
+# and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
+SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic")
+BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras")}
 
 
 def content_version(files: list[Path]) -> str:
@@ -56,20 +58,21 @@ def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
     return tag
 
 
-def service_requirements() -> str:
+def service_requirements(backend: str) -> str:
     """The service's imports at the exact versions installed here, for the Bento's image."""
     from importlib.metadata import version
 
     # A local label like +cpu names this machine's wheel, not a release an image can install.
-    return "".join(f"{name}=={version(name).split('+')[0]}\n" for name in SERVICE_PACKAGES)
+    return "".join(f"{name}=={version(name).split('+')[0]}\n"
+                   for name in (*BACKEND_PACKAGES[backend], *SERVICE_PACKAGES))
 
 
-def build_bento(model_tag: str, bento_name: str, bentofile: Path) -> str:
+def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str) -> str:
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (Path(ctx) / "requirements.txt").write_text(service_requirements())
+        (Path(ctx) / "requirements.txt").write_text(service_requirements(backend))
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
                                                args={"model_tag": model_tag})
     return str(bento.tag)
@@ -99,7 +102,8 @@ def run(cfg: DictConfig) -> dict:
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
     card["model_tag"] = model_tag
     print(f"package: model {model_tag}; building Bento", flush=True)
-    bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve())
+    bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
+                            spec["backend"])
 
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))

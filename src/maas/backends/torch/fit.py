@@ -180,11 +180,3 @@ def _state(epoch: int, model, optimizer, scheduler, generator, best: FitResult, 
             "best_state": best.best_state, "best_epoch": best.best_epoch, "best_val_accuracy": best.best_val_accuracy,
             "best_val_loss": best_val_loss, "history": best.history}
 
-
-@torch.no_grad()
-def predict_proba(model: nn.Module, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
-    """Transitional, until the Bento's service predicts through `maas.model_files.load`."""
-    model.eval()
-    out = [torch.softmax(model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size]))).float(), 1).numpy()
-           for i in range(0, len(x), batch_size)]
-    return np.concatenate(out)
