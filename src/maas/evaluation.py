@@ -44,3 +44,11 @@ def plot_confusion_matrix(matrix: list[list[int]], path: str | Path, title: str)
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def anomaly_auroc(clean_scores: np.ndarray, noisy_scores: np.ndarray) -> float:
+    """How well anomaly scores rank noisy images above clean ones: 1.0 perfectly, 0.5 by chance."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.zeros(len(clean_scores)), np.ones(len(noisy_scores))]
+    return float(roc_auc_score(labels, np.r_[clean_scores, noisy_scores]))

@@ -110,3 +110,24 @@ def test_split_names_a_class_too_small_to_stratify():
     labels = np.array([0] * 50 + [1] * 50 + [7] * 2)
     with pytest.raises(DataValidationError, match="class 7 has only 2 row"):
         stratified_split(labels, val_fraction=0.15, test_fraction=0.15, seed=0)
+
+
+def test_noise_is_added_in_raw_pixels_and_kept_to_their_range_and_type():
+    rng = np.random.default_rng(1)
+    raw = rng.integers(0, 17, size=(50, 64)).astype(np.float32)
+    pre = Preprocessor.fit(raw, "standard", (1, 8, 8), value_range=(0, 16), raw_dtype="int")
+    x = pre.transform(raw)
+    assert np.allclose(pre.inverse(x), raw, atol=1e-4)
+    noisy_raw = pre.inverse(pre.add_noise(x, std=4.0, seed=0))
+    assert noisy_raw.min() >= -1e-4 and noisy_raw.max() <= 16 + 1e-4
+    assert np.allclose(noisy_raw, np.round(noisy_raw), atol=1e-3)  # still integers
+    assert 2.0 < np.abs(noisy_raw - raw).mean() < 4.0  # std 4, clipped at the range's ends
+    assert np.array_equal(pre.add_noise(x, 4.0, seed=0), pre.add_noise(x, 4.0, seed=0))
+
+
+def test_anomaly_auroc_counts_the_pairs_ranked_right():
+    from maas.evaluation import anomaly_auroc
+
+    # noisy 0.3 beats both clean scores, noisy 0.05 beats neither: 2 of 4 pairs
+    assert anomaly_auroc(np.array([0.1, 0.2]), np.array([0.3, 0.05])) == 0.5
+    assert anomaly_auroc(np.array([0.1, 0.2]), np.array([0.3, 0.4])) == 1.0

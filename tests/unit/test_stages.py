@@ -300,3 +300,16 @@ def test_package_without_compressed_model_names_it(tiny_run, tmp_path):
     cfg.paths.compressed = str(tmp_path / "missing")
     with pytest.raises(ArtifactError, match="model.yaml not found"):
         get("package").run(cfg)
+
+
+def test_evaluate_scores_a_reconstructing_model_on_noisy_copies(tiny_run, tmp_path):
+    """The autoencoder's anomaly score must rank test images with raw-pixel noise above the clean ones."""
+    cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
+    from maas.config import compose
+
+    cfg.model = compose(["model=autoencoder"]).model
+    get("train").run(cfg)
+    get("evaluate").run(cfg)
+    test = io.read_json(paths(cfg)["reports"] / "metrics.json")["test"]
+    assert test["anomaly_auroc"] > 0.9, test
+    assert "anomaly_auroc" not in io.read_json(paths(tiny_run[0])["reports"] / "metrics.json")["test"]  # cnn: none

@@ -59,6 +59,18 @@ class Preprocessor:
         x = (x - np.asarray(self.offset, np.float32)) / np.asarray(self.scale, np.float32)
         return x.reshape(len(x), *self.image_shape)
 
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        """(rows, C, H, W) model inputs -> (rows, C*H*W) raw features, undoing `transform`."""
+        rows = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+        return rows * np.asarray(self.scale, np.float32) + np.asarray(self.offset, np.float32)
+
+    def add_noise(self, x: np.ndarray, std: float, seed: int) -> np.ndarray:
+        """The same model inputs with Gaussian noise of `std` added to their raw pixels, kept to the raw
+        range and type (what a noisy sensor would send), then transformed again."""
+        raw = self.inverse(x) + np.random.default_rng(seed).normal(0.0, std, size=(len(x), len(self.offset)))
+        raw = np.clip(raw, self.raw_min, self.raw_max)
+        return self.transform(np.round(raw) if self.raw_dtype == "int" else raw)
+
     def save(self, path: str | Path) -> Path:
         return io.write_json(path, {"format": "maas.preprocessor/1", **asdict(self)})
 

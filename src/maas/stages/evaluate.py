@@ -14,7 +14,7 @@ from maas import io
 from maas.config import number
 from maas.errors import GateFailed
 from maas.stages import Stage, stage_entry
-from maas.stages.preprocess import load_split
+from maas.stages.preprocess import PREPROCESSOR_FILE, load_split
 
 METRICS_FILE = "metrics.json"
 TABLE_FILE = "evaluation.json"
@@ -24,16 +24,24 @@ PLOT_FILE = "confusion_matrix.png"
 @stage_entry("evaluate")
 def run(cfg: DictConfig) -> dict:
     from maas import model_files
-    from maas.evaluation import classification_metrics, plot_confusion_matrix
+    from maas.data.preprocessor import Preprocessor
+    from maas.evaluation import anomaly_auroc, classification_metrics, plot_confusion_matrix
 
     x, y = load_split(cfg, "test")
     loaded = model_files.load(cfg.paths.trained)
     spec = loaded.spec
-    pred = loaded.predictor.predict(x).proba.argmax(1)
-    m = classification_metrics(y, pred, cfg.data.num_classes)
+    out = loaded.predictor.predict(x)
+    m = classification_metrics(y, out.proba.argmax(1), cfg.data.num_classes)
     reports = Path(cfg.paths.reports)
     metrics = {"test": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "samples": int(len(y))},
                "val": {"accuracy": spec["training"]["best_val_accuracy"]}}
+    if out.anomaly is not None:  # a model that reconstructs: does its score tell noisy images from clean?
+        std = number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
+        pre = Preprocessor.load(Path(cfg.paths.processed) / PREPROCESSOR_FILE)
+        noisy = loaded.predictor.predict(pre.add_noise(x, std, cfg.seed)).anomaly
+        metrics["test"]["anomaly_auroc"] = anomaly_auroc(out.anomaly, noisy)
+        print(f"evaluate: anomaly score AUROC {metrics['test']['anomaly_auroc']:.4f}, clean test images vs the "
+              f"same with raw-pixel noise of std {std:g}", flush=True)
     io.write_json(reports / METRICS_FILE, metrics)
     io.write_json(reports / TABLE_FILE, {"per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"]})
     plot_confusion_matrix(m["confusion_matrix"], reports / PLOT_FILE,
@@ -51,8 +59,9 @@ STAGE = Stage(
     run=run,
     deps=("{paths.processed}", "{paths.trained}"),
     outs=("{paths.reports}/" + METRICS_FILE, "{paths.reports}/" + TABLE_FILE, "{paths.reports}/" + PLOT_FILE),
-    params=("gates.min_test_accuracy", "data.num_classes"),
+    params=("gates.min_test_accuracy", "data.num_classes", "evaluate", "seed"),
     code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py", "src/maas/model_files.py", "src/maas/backends",
+          "src/maas/data/preprocessor.py",
           "src/maas/models", "src/maas/compression"),
     metrics=("{paths.reports}/" + METRICS_FILE,),
     plots=("{paths.reports}/" + PLOT_FILE,),
