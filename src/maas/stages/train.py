@@ -22,8 +22,7 @@ LIVE_DIR = "train"  # inside paths.reports
 def run(cfg: DictConfig) -> dict:
     from dvclive import Live
 
-    from maas import backends
-    from maas.model_files import write_model_dir
+    from maas import backends, distributed, model_files
 
     t = cfg.trainer
     # Every config error surfaces here, before anything (old reports included) is touched.
@@ -31,7 +30,18 @@ def run(cfg: DictConfig) -> dict:
     for key, low in (("epochs", 1), ("batch_size", 1), ("augment_shift", 0)):
         if not isinstance(t[key], int) or t[key] < low:
             raise ConfigError(f"trainer.{key}={t[key]!r} must be an integer >= {low}")
+    nproc = t.nproc
+    if not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"trainer.nproc={nproc!r} must be an integer >= 1")
+    if nproc > 1 and not distributed.in_worker():
+        distributed.launch(cfg, "train", nproc)  # rank 0 of the launched processes writes the outputs
+        spec = model_files.read_spec(cfg.paths.trained)["training"]
+        return {"best_val_accuracy": spec["best_val_accuracy"], "best_epoch": spec["best_epoch"],
+                "model_dir": str(cfg.paths.trained), "processes": nproc}
     train, val = load_split(cfg, "train"), load_split(cfg, "val")
+    if not distributed.is_main():  # the other ranks train their shard and write nothing
+        backend.train(cfg, train, val, log=lambda epoch, metrics: None)
+        return {"rank": distributed.rank()}
     # DVCLive clears its folder on start; give it a temp one so a failed run keeps the last reports.
     with io.atomic_dir(Path(cfg.paths.reports) / LIVE_DIR) as live_dir, \
             Live(str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
@@ -59,7 +69,7 @@ def run(cfg: DictConfig) -> dict:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     with io.atomic_dir(cfg.paths.trained) as out:
-        write_model_dir(out, weights=backend.get_weights(result.model), spec=spec)
+        model_files.write_model_dir(out, weights=backend.get_weights(result.model), spec=spec)
     return {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
             "model_dir": str(cfg.paths.trained)}
 
@@ -70,7 +80,8 @@ STAGE = Stage(
     deps=("{paths.processed}",),
     outs=("{paths.trained}", "{paths.reports}/train"),
     params=("seed", "model", "trainer", "data.image_shape", "data.num_classes"),
-    code=("src/maas/stages/train.py", "src/maas/model_files.py", "src/maas/backends", "src/maas/models"),
+    code=("src/maas/stages/train.py", "src/maas/model_files.py", "src/maas/distributed.py", "src/maas/backends",
+          "src/maas/models"),
     metrics=("{paths.reports}/train/metrics.json",),
     plots=("{paths.reports}/train/plots/metrics",),
 )

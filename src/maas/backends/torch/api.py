@@ -67,8 +67,11 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
     from maas.backends.torch.fit import Settings, fit
     from maas.backends.torch.optim import make_optimizer
 
+    from maas import distributed
+    from maas.backends.torch import ddp
+
     t = cfg.trainer
-    device = pick_device(t.device)
+    device = ddp.setup(t.device) if distributed.in_worker() else pick_device(t.device)
     autocast(device, t.precision)
     plain = OmegaConf.to_container(t, resolve=True)
     settings = Settings(epochs=t.epochs, batch_size=t.batch_size, optimizer=plain["optimizer"],
@@ -82,21 +85,25 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
         init_from(model, cfg.model.init_from)
     freeze(model, list(t.freeze))
     make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings.optimizer)  # bad arguments fail here, not mid-run
-    print(f"train: building model <{cfg.model.arch}>, optimizer <{settings.optimizer['name']}>, "
+    say = print if distributed.is_main() else (lambda *args, **kwargs: None)
+    say(f"train: building model <{cfg.model.arch}>, optimizer <{settings.optimizer['name']}>, "
           f"scheduler <{settings.scheduler['name']}>", flush=True)
     state_dir = None
     if t.resume:
         fp = resume.fingerprint({k: plain_cfg(cfg, k) for k in ("seed", "model", "trainer", "data")},
                                 [Path(cfg.paths.processed) / f"{split}.npz" for split in ("train", "val")])
         state_dir = Path(cfg.paths.checkpoints) / f"train-{fp}"
-    result = fit(model, train, val, settings=settings, device=device, state_dir=state_dir, log=log)
+    try:
+        result = fit(model, train, val, settings=settings, device=device, state_dir=state_dir, log=log)
+    finally:
+        ddp.teardown()
     if result.best_state:
         model.load_state_dict(result.best_state)
-    if state_dir is not None:
+    if state_dir is not None and distributed.is_main():
         resume.clear(state_dir)  # finished: the next run with this config is a new run
     return TrainResult(model=model.cpu().eval(), best_epoch=result.best_epoch,
                        best_val_accuracy=result.best_val_accuracy, history=result.history,
-                       record={"device": str(device), "precision": t.precision,
+                       record={"device": str(device), "precision": t.precision, "processes": distributed.world_size(),
                                "resumed_from_epoch": result.resumed_from})
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from maas.backends.torch import resume
+from maas.backends.torch import ddp, resume
 from maas.backends.torch.device import autocast, grad_scaler
 from maas.backends.torch.optim import make_optimizer, make_scheduler
 
@@ -68,12 +68,21 @@ def estimate_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_s
     return total_loss / len(x), correct / len(x)
 
 
-def training_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy, or the model's own joint loss (the autoencoder adds its reconstruction error)."""
-    joint = getattr(model, "joint_loss", None)
-    if joint is not None:
-        return joint(x, y)
-    return nn.functional.cross_entropy(model(x).float(), y, label_smoothing=label_smoothing)
+class Objective(nn.Module):
+    """The training loss as one module, so DDP and torch.compile wrap the whole forward of a step.
+
+    Cross-entropy, or the model's own joint loss (the autoencoder adds its reconstruction error).
+    """
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.0):
+        super().__init__()
+        self.model, self.label_smoothing = model, label_smoothing
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        joint = getattr(self.model, "joint_loss", None)
+        if joint is not None:
+            return joint(x, y)
+        return nn.functional.cross_entropy(self.model(x).float(), y, label_smoothing=self.label_smoothing)
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -95,21 +104,28 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         settings: Settings, device: torch.device, state_dir: Path | None = None,
         log: Callable[[int, dict], None] = lambda epoch, metrics: None) -> FitResult:
     s = settings
+    rank, world = ddp.rank_and_world()
+    say = print if rank == 0 else (lambda *args, **kwargs: None)
     torch.manual_seed(s.seed)
     generator = torch.Generator().manual_seed(s.seed)
     x_train, y_train = torch.from_numpy(train[0]), torch.from_numpy(train[1])
     x_val, y_val = torch.from_numpy(val[0]), torch.from_numpy(val[1])
     memory_format = torch.channels_last if s.channels_last and x_train.dim() == 4 else torch.preserve_format
     model.to(device, memory_format=memory_format)
-    net = torch.compile(model) if s.compile else model  # state dicts always come from `model`
+    net: nn.Module = Objective(model, s.label_smoothing)  # state dicts always come from `model`
+    net = ddp.wrap(net, device) if world > 1 else net
+    net = torch.compile(net) if s.compile else net
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(trainable, s.optimizer)
-    steps_per_epoch = math.ceil(len(x_train) / s.batch_size)
+    # Each of `world` processes takes batch_size/world images a step: the global batch stays batch_size.
+    batch = math.ceil(s.batch_size / world)
+    steps_per_epoch = math.ceil(math.ceil(len(x_train) / world) / batch)
     scheduler, step_on = make_scheduler(optimizer, s.scheduler, steps_per_epoch=steps_per_epoch, epochs=s.epochs)
     scaler = grad_scaler(device, s.precision)
-    print(f"train: {len(x_train):,} samples, {steps_per_epoch} steps/epoch, {s.epochs * steps_per_epoch:,} steps, "
-          f"{sum(p.numel() for p in trainable):,} trainable of {sum(p.numel() for p in model.parameters()):,} "
-          f"parameters, device={device}, precision={s.precision}", flush=True)
+    say(f"train: {len(x_train):,} samples, {steps_per_epoch} steps/epoch, {s.epochs * steps_per_epoch:,} steps, "
+        f"{sum(p.numel() for p in trainable):,} trainable of {sum(p.numel() for p in model.parameters()):,} "
+        f"parameters, device={device}, precision={s.precision}"
+        + (f", {world} processes of {batch} images a step" if world > 1 else ""), flush=True)
 
     best, best_val_loss, start = FitResult({}, -1, -1.0), math.inf, 1
     saved = resume.load(state_dir) if state_dir is not None else None
@@ -124,19 +140,23 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         best_val_loss, start = saved["best_val_loss"], saved["epoch"] + 1
         for h in best.history:  # the new run's DVCLive folder gets the whole curve
             log(h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
-        print(f"train: resumed from epoch {saved['epoch']} (checkpoint in {state_dir})", flush=True)
+        say(f"train: resumed from epoch {saved['epoch']} (checkpoint in {state_dir})", flush=True)
 
     for epoch in range(start, s.epochs + 1):
         t0 = time.perf_counter()
         net.train()
-        order = torch.randperm(len(x_train), generator=generator)
+        if world > 1:  # a DistributedSampler shard; augmentation drawn per process, reproducible per epoch
+            order = ddp.shard(len(x_train), epoch=epoch, seed=s.seed)
+            generator.manual_seed(s.seed * 1_000_003 + epoch * 1_009 + rank)
+        else:
+            order = torch.randperm(len(x_train), generator=generator)
         running = 0.0
-        for i in range(0, len(order), s.batch_size):
-            idx = order[i:i + s.batch_size]
+        for i in range(0, len(order), batch):
+            idx = order[i:i + batch]
             xb = random_shift(x_train[idx], s.augment_shift, generator).to(device, memory_format=memory_format)
             yb = y_train[idx].to(device)
             with autocast(device, s.precision):
-                loss = training_loss(net, xb, yb, s.label_smoothing)
+                loss = net(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if s.grad_clip_norm > 0:
@@ -147,11 +167,12 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             if step_on == "batch":
                 scheduler.step()
             running += loss.item() * len(idx)
-        val_loss, val_acc = estimate_loss(net, x_val, y_val, batch_size=512, device=device, precision=s.precision)
+        # Every process scores the whole (small) val split with the same weights, so all agree on the best epoch.
+        val_loss, val_acc = estimate_loss(model, x_val, y_val, batch_size=512, device=device, precision=s.precision)
         lr = optimizer.param_groups[0]["lr"]
         if step_on == "epoch":
             scheduler.step(val_loss)
-        metrics = {"train_loss": running / len(x_train), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
+        metrics = {"train_loss": running / len(order), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
         best.history.append({"epoch": epoch, **metrics})
         log(epoch, metrics)
         # Select on val loss, not accuracy: on a few hundred val images accuracy moves in steps of
@@ -160,16 +181,16 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             best_val_loss = val_loss
             best.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             best.best_epoch, best.best_val_accuracy = epoch, val_acc
-        print(f"epoch {epoch:3d}/{s.epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
+        say(f"epoch {epoch:3d}/{s.epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
               f"val_acc {val_acc:.4f}  lr {lr:.2e}  {time.perf_counter() - t0:.2f}s", flush=True)
         stop = 0 < s.early_stopping_patience <= epoch - max(best.best_epoch, 0)
-        if state_dir is not None and epoch < s.epochs and not stop:
+        if state_dir is not None and rank == 0 and epoch < s.epochs and not stop:
             resume.save(state_dir, _state(epoch, model, optimizer, scheduler, generator, best, best_val_loss))
         if stop:
-            print(f"train: early stop after epoch {epoch}: val loss has not improved for "
+            say(f"train: early stop after epoch {epoch}: val loss has not improved for "
                   f"{s.early_stopping_patience} epochs", flush=True)
             break
-    print(f"train: best epoch {best.best_epoch} (val_loss {best_val_loss:.4f}, val_accuracy "
+    say(f"train: best epoch {best.best_epoch} (val_loss {best_val_loss:.4f}, val_accuracy "
           f"{best.best_val_accuracy:.4f})", flush=True)
     return best
 
