@@ -26,8 +26,8 @@ class Transformer(nn.Module):
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads})")
         self.patch = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
-        # Unit-variance positions, as large as the patch embeddings: ViT's usual 0.02 left attention
-        # position-blind for most of a 40-epoch run on digits (test accuracy 0.87 instead of 0.94).
+        # Unit-variance positions, as large as the patch embeddings: with ViT's usual std 0.02, attention
+        # stayed nearly position-blind for much of a 40-epoch digits run (0.87 test accuracy vs 0.94).
         self.pos = nn.Parameter(torch.randn(1, (image_size // patch_size) ** 2, dim))
         self.drop = nn.Dropout(dropout)
         block = nn.TransformerEncoderLayer(dim, heads, int(dim * mlp_ratio), dropout, activation="gelu",
