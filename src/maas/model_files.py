@@ -35,7 +35,9 @@ def write_model_dir(directory: Path, *, weights: dict[str, np.ndarray], spec: di
     if not spec.get("backend"):
         raise ValueError("spec must name its backend")
     with io.atomic_path(directory / weights_file) as tmp:
-        save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp), metadata={"format": FORMAT})
+        # np.require, not ascontiguousarray: that turns a 0-d array (BatchNorm's step count) into shape [1].
+        save_file({k: np.require(v, requirements="C") for k, v in weights.items()}, str(tmp),
+                  metadata={"format": FORMAT})
     spec = {**spec, "format": FORMAT, "weights": weights_file,
             "weights_sha256": io.file_sha256(directory / weights_file)}
     io.write_text(directory / MODEL_FILE, yaml.safe_dump(spec, sort_keys=False))

@@ -27,7 +27,7 @@ def get_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def set_weights(model: torch.nn.Module, weights: dict[str, np.ndarray]) -> None:
     try:
-        model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
+        model.load_state_dict({k: torch.from_numpy(np.require(v, requirements="C")) for k, v in weights.items()})
     except RuntimeError as e:  # missing, unexpected or mis-shaped tensors, all named by torch
         raise ArtifactError(f"stored weights don't fit the architecture: {e}") from None
     model.eval()
@@ -145,7 +145,7 @@ def init_from(model: torch.nn.Module, source: str) -> None:
                               f"shapes differ: {', '.join(wrong[:5])}" if wrong else "",
                               f"missing: {', '.join(missing[:5])}" if missing else "",
                               f"unexpected: {', '.join(extra[:5])}" if extra else "") if part))
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()})
+    model.load_state_dict({k: torch.from_numpy(np.require(v, requirements="C")) for k, v in weights.items()})
     print(f"train: initialised {len(weights)} tensors from {source}", flush=True)
 
 
