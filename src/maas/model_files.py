@@ -109,3 +109,25 @@ def load(directory: str | Path) -> LoadedModel:
     method = compression_method(spec)
     backend.set_weights(model, decompress(read_weights(directory, spec), method))
     return LoadedModel(backend.predictor(model, method), model, spec)
+
+
+def read_init_weights(source: str, backend: str) -> dict[str, np.ndarray]:
+    """fp32 arrays to start training from (`model.init_from`): a maas model directory of the same
+    backend, or a bare safetensors file. The caller checks names and shapes against its model."""
+    from safetensors.numpy import load_file
+
+    from maas.compression import decompress
+
+    path = Path(source)
+    if (path / MODEL_FILE).exists():
+        spec = read_spec(path)
+        if spec["backend"] != backend:
+            raise ConfigError(f"model.init_from={source} is a {spec['backend']} model; "
+                              f"trainer.backend={backend} starts only from {backend} weights")
+        return decompress(read_weights(path, spec), compression_method(spec))
+    if path.is_file():
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors' own error types
+            raise ConfigError(f"model.init_from={source}: not a safetensors file ({e})") from None
+    raise ConfigError(f"model.init_from={source}: no maas model directory or safetensors file there")

@@ -135,7 +135,7 @@ def test_train_logs_metrics_per_epoch(tiny_run):
     ({"trainer.optimizer.betas": "oops"}, "trainer.optimizer"),
     ({"trainer.optimizer.lr": -1}, "Invalid learning rate"),
     ({"trainer.scheduler.name": "linear"}, "trainer.scheduler.name='linear'"),
-    ({"trainer.freeze": ["feature"]}, "'feature' names no parameters of CNN; its top-level modules are features, head"),
+    ({"trainer.freeze": ["feature"]}, "'feature' names no parameters of CNN; its top-level names are features, head"),
     ({"model.init_from": "/nowhere"}, "model.init_from=/nowhere: no maas model directory"),
 ])
 def test_train_config_errors_are_named_and_keep_the_old_outputs(tiny_run, tmp_path, override, message):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+from maas.errors import ConfigError
 
 
 @dataclass
@@ -26,3 +29,58 @@ class Prediction:
 class Predictor(Protocol):
     def predict(self, x: np.ndarray) -> Prediction:
         """x: (N, C, H, W) float32, already preprocessed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a backend's training loop reads from `trainer`, checked once for every backend."""
+
+    epochs: int
+    batch_size: int
+    optimizer: dict                    # trainer.optimizer: name + arguments
+    scheduler: dict                    # trainer.scheduler: name + arguments
+    seed: int
+    precision: str = "32"
+    augment_shift: int = 0             # pixels of random translation (0: off)
+    label_smoothing: float = 0.0
+    grad_clip_norm: float = 0.0        # 0: off
+    early_stopping_patience: int = 0   # 0: off
+    channels_last: bool = False        # torch only: NHWC activations, faster convs on CUDA tensor cores
+    compile: bool = False              # torch only: torch.compile the step (the first epoch pays for it)
+
+    @classmethod
+    def from_trainer(cls, t: dict[str, Any], *, seed: int) -> "Settings":
+        """From the composed `trainer` mapping, every value checked (a bad one names its key)."""
+        def number(key: str, low: float, high: float = math.inf, *, integer: bool = False, open_high=False):
+            value = t.get(key, 0)
+            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+            if isinstance(value, bool) or not ok or not (low <= value and (value < high if open_high else value <= high)):
+                kind = "an integer" if integer else "a number"
+                bound = f">= {low}" + (f" and {'<' if open_high else '<='} {high}" if high != math.inf else "")
+                raise ConfigError(f"trainer.{key}={value!r} must be {kind} {bound}")
+            return value
+
+        s = cls(epochs=number("epochs", 1, integer=True), batch_size=number("batch_size", 1, integer=True),
+                optimizer=dict(t.get("optimizer") or {}), scheduler=dict(t.get("scheduler") or {}), seed=seed,
+                precision=str(t.get("precision", "32")), augment_shift=number("augment_shift", 0, integer=True),
+                label_smoothing=float(number("label_smoothing", 0, 1, open_high=True)),
+                grad_clip_norm=float(number("grad_clip_norm", 0)),
+                early_stopping_patience=number("early_stopping_patience", 0, integer=True),
+                channels_last=bool(t.get("channels_last", False)), compile=bool(t.get("compile", False)))
+        return s
+
+
+def frozen_names(names: list[str], prefixes: list[str], model_name: str) -> set[str]:
+    """The weight names under each dotted prefix of `trainer.freeze` (`features` takes features.0.weight, ...);
+    a prefix that names nothing is refused with the model's top-level names."""
+    frozen: set[str] = set()
+    for prefix in prefixes:
+        hits = {n for n in names if n == prefix or n.startswith(f"{prefix}.")}
+        if not hits:
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"trainer.freeze: {prefix!r} names no parameters of {model_name}; "
+                              f"its top-level names are {', '.join(tops)}")
+        frozen |= hits
+    if prefixes:
+        print(f"train: frozen {', '.join(prefixes)}", flush=True)
+    return frozen

@@ -115,13 +115,16 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
     """Fit `cfg.model` with `cfg.trainer` in Keras on TensorFlow; every setting is checked before training."""
     from omegaconf import OmegaConf
 
-    from maas.backends.tensorflow.fit import Settings, fit, pick_device, precision_policy
+    from maas.backends.base import Settings
+    from maas.backends.tensorflow.fit import fit, make_optimizer, make_schedule, pick_device, precision_policy
 
     t = cfg.trainer
     device = pick_device(t.device)
     policy = precision_policy(t.precision, device)
     plain = OmegaConf.to_container(t, resolve=True)
     settings = Settings.from_trainer(plain, seed=cfg.seed)
+    make_optimizer(settings.optimizer, 1.0, grad_clip_norm=settings.grad_clip_norm)  # bad arguments fail here
+    make_schedule(settings.scheduler, settings.optimizer["lr"], steps_per_epoch=1, epochs=settings.epochs)
     if t.get("resume"):
         print("train: trainer.resume is not implemented for the tensorflow backend; starting fresh", flush=True)
     keras.utils.set_random_seed(cfg.seed)  # weight init draws from the global seed: seed it first
@@ -153,27 +156,9 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
 
 def init_from(model, source: str) -> None:
     """Start from earlier weights: a tensorflow maas model directory or a safetensors file, names and shapes checked."""
-    from pathlib import Path
-
-    from safetensors.numpy import load_file
-
     from maas import model_files
-    from maas.compression import decompress
 
-    path = Path(source)
-    if (path / model_files.MODEL_FILE).exists():
-        spec = model_files.read_spec(path)
-        if spec["backend"] != "tensorflow":
-            raise ConfigError(f"model.init_from={source} is a {spec['backend']} model; "
-                              "trainer.backend=tensorflow starts only from tensorflow weights")
-        weights = decompress(model_files.read_weights(path, spec), model_files.compression_method(spec))
-    elif path.is_file():
-        try:
-            weights = load_file(str(path))
-        except Exception as e:  # safetensors' own error types
-            raise ConfigError(f"model.init_from={source}: not a safetensors file ({e})") from None
-    else:
-        raise ConfigError(f"model.init_from={source}: no maas model directory or safetensors file there")
+    weights = model_files.read_init_weights(source, "tensorflow")
     problem = _mismatch(model, weights)
     if problem:
         raise ConfigError(f"model.init_from={source} does not fit model.arch={model.name}: {problem}")
@@ -182,16 +167,7 @@ def init_from(model, source: str) -> None:
 
 
 def freeze_names(model, prefixes: list[str]) -> set[str]:
-    """Names of the trainable weights under each dotted prefix (`features` freezes features.0.kernel, ...)."""
-    names = [name for name, v in _names(model) if v.trainable]
-    frozen: set[str] = set()
-    for prefix in prefixes:
-        hits = [n for n in names if n == prefix or n.startswith(f"{prefix}.")]
-        if not hits:
-            tops = sorted({n.split(".")[0] for n in names})
-            raise ConfigError(f"trainer.freeze: {prefix!r} names no weights of {model.name}; "
-                              f"its top-level names are {', '.join(tops)}")
-        frozen.update(hits)
-    if prefixes:
-        print(f"train: frozen {', '.join(prefixes)}", flush=True)
-    return frozen
+    """Names of the trainable weights under each dotted prefix."""
+    from maas.backends.base import frozen_names
+
+    return frozen_names([name for name, v in _names(model) if v.trainable], prefixes, model.name)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from maas.backends.base import Settings
 from maas.backends.tensorflow import keras as _keras
 from maas.errors import ConfigError
 
@@ -42,42 +43,6 @@ OPTIMIZERS: dict[str, tuple[type, dict[str, str]]] = {
 OPTIMIZER_DECAY = {"sgd": "l2", "adam": "l2", "adamw": "decoupled"}  # as torch.optim does it
 SCHEDULERS = {"cosine": ("warmup_epochs", "min_lr_ratio"), "step": ("warmup_epochs", "step_epochs", "gamma"),
               "plateau": ("factor", "patience", "min_lr_ratio")}
-
-
-@dataclass(frozen=True)
-class Settings:
-    epochs: int
-    batch_size: int
-    optimizer: dict                    # trainer.optimizer: name + arguments
-    scheduler: dict                    # trainer.scheduler: name + arguments
-    seed: int
-    precision: str = "32"
-    augment_shift: int = 0             # pixels of random translation (0: off)
-    label_smoothing: float = 0.0
-    grad_clip_norm: float = 0.0        # 0: off
-    early_stopping_patience: int = 0   # 0: off
-
-    @classmethod
-    def from_trainer(cls, t: dict[str, Any], *, seed: int) -> "Settings":
-        """From the composed `trainer` mapping, every value checked (a bad one names its key)."""
-        def number(key: str, low: float, high: float = math.inf, *, integer: bool = False, open_high=False):
-            value = t.get(key, 0)
-            ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-            if isinstance(value, bool) or not ok or not (low <= value and (value < high if open_high else value <= high)):
-                kind = "an integer" if integer else "a number"
-                bound = f">= {low}" + (f" and {'<' if open_high else '<='} {high}" if high != math.inf else "")
-                raise ConfigError(f"trainer.{key}={value!r} must be {kind} {bound}")
-            return value
-
-        s = cls(epochs=number("epochs", 1, integer=True), batch_size=number("batch_size", 1, integer=True),
-                optimizer=dict(t.get("optimizer") or {}), scheduler=dict(t.get("scheduler") or {}), seed=seed,
-                precision=str(t.get("precision", "32")), augment_shift=number("augment_shift", 0, integer=True),
-                label_smoothing=float(number("label_smoothing", 0, 1, open_high=True)),
-                grad_clip_norm=float(number("grad_clip_norm", 0)),
-                early_stopping_patience=number("early_stopping_patience", 0, integer=True))
-        make_optimizer(s.optimizer, 1.0, grad_clip_norm=s.grad_clip_norm)   # bad arguments fail here, not mid-run
-        make_schedule(s.scheduler, s.optimizer["lr"], steps_per_epoch=1, epochs=s.epochs)
-        return s
 
 
 def pick_device(requested: str = "auto") -> str:

@@ -64,7 +64,8 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
 
     from maas.backends.torch import resume
     from maas.backends.torch.device import autocast, pick_device
-    from maas.backends.torch.fit import Settings, fit
+    from maas.backends.base import Settings
+    from maas.backends.torch.fit import fit
     from maas.backends.torch.optim import make_optimizer
 
     from maas import distributed
@@ -74,11 +75,7 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
     device = ddp.setup(t.device) if distributed.in_worker() else pick_device(t.device)
     autocast(device, t.precision)
     plain = OmegaConf.to_container(t, resolve=True)
-    settings = Settings(epochs=t.epochs, batch_size=t.batch_size, optimizer=plain["optimizer"],
-                        scheduler=plain["scheduler"], seed=cfg.seed, precision=t.precision,
-                        augment_shift=t.augment_shift, label_smoothing=t.label_smoothing,
-                        grad_clip_norm=t.grad_clip_norm, early_stopping_patience=t.early_stopping_patience,
-                        channels_last=t.channels_last, compile=t.compile)
+    settings = Settings.from_trainer(plain, seed=cfg.seed)
     torch.manual_seed(cfg.seed)  # weight init draws from the global generator: seed it first
     model = build(cfg.model)
     if cfg.model.get("init_from"):
@@ -118,22 +115,9 @@ def plain_cfg(cfg: DictConfig, key: str):
 
 def init_from(model: torch.nn.Module, source: str) -> None:
     """Start from earlier weights: a maas model directory or a safetensors file, shapes checked."""
-    from safetensors.numpy import load_file
-
     from maas import model_files
-    from maas.compression import decompress
 
-    path = Path(source)
-    if (path / model_files.MODEL_FILE).exists():
-        spec = model_files.read_spec(path)
-        weights = decompress(model_files.read_weights(path, spec), model_files.compression_method(spec))
-    elif path.is_file():
-        try:
-            weights = load_file(str(path))
-        except Exception as e:  # safetensors' own error types
-            raise ConfigError(f"model.init_from={source}: not a safetensors file ({e})") from None
-    else:
-        raise ConfigError(f"model.init_from={source}: no maas model directory or safetensors file there")
+    weights = model_files.read_init_weights(source, "torch")
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     extra = sorted(set(weights) - set(own))
@@ -150,16 +134,10 @@ def init_from(model: torch.nn.Module, source: str) -> None:
 
 
 def freeze(model: torch.nn.Module, prefixes: list[str]) -> None:
-    """Keep the parameters under each dotted prefix fixed (`features` freezes features.0.weight, ...)."""
-    names = [n for n, _ in model.named_parameters()]
-    for prefix in prefixes:
-        hits = [n for n in names if n == prefix or n.startswith(f"{prefix}.")]
-        if not hits:
-            tops = sorted({n.split(".")[0] for n in names})
-            raise ConfigError(f"trainer.freeze: {prefix!r} names no parameters of {type(model).__name__}; "
-                              f"its top-level modules are {', '.join(tops)}")
-        for name, p in model.named_parameters():
-            if name in hits:
-                p.requires_grad_(False)
-    if prefixes:
-        print(f"train: frozen {', '.join(prefixes)}", flush=True)
+    """Keep the parameters under each dotted prefix fixed."""
+    from maas.backends.base import frozen_names
+
+    frozen = frozen_names([n for n, _ in model.named_parameters()], prefixes, type(model).__name__)
+    for name, p in model.named_parameters():
+        if name in frozen:
+            p.requires_grad_(False)

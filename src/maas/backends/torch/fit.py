@@ -23,25 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from maas.backends.base import Settings
 from maas.backends.torch import ddp, resume
 from maas.backends.torch.device import autocast, grad_scaler
 from maas.backends.torch.optim import make_optimizer, make_scheduler
-
-
-@dataclass(frozen=True)
-class Settings:
-    epochs: int
-    batch_size: int
-    optimizer: dict                    # trainer.optimizer: name + arguments
-    scheduler: dict                    # trainer.scheduler: name + arguments
-    seed: int
-    precision: str = "32"
-    augment_shift: int = 0             # pixels of random translation (0: off)
-    label_smoothing: float = 0.0
-    grad_clip_norm: float = 0.0        # 0: off
-    early_stopping_patience: int = 0   # 0: off
-    channels_last: bool = False        # NHWC activations: faster convs on CUDA tensor cores
-    compile: bool = False              # torch.compile the forward pass (first epoch pays the compile)
 
 
 @dataclass
