@@ -4,8 +4,8 @@ Hydra happily composes `+trainer.epoch=5`, and the run then trains the default
 number of epochs. The keys maas knows are the ones declared somewhere in
 `conf/` (the root config and every option of every group), so a key added by
 an override, an experiment or a hand-edited params.yaml must be one of them.
-Below a `_target_` (the optimizer), any argument may be added: Hydra's
-instantiate checks those against the class itself.
+Below a `_target_` (a class a config group would instantiate), any argument
+may be added: Hydra's instantiate checks those against the class itself.
 """
 
 from __future__ import annotations

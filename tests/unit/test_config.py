@@ -101,8 +101,9 @@ def test_a_key_nothing_reads_is_refused_with_the_closest_known_one(override, nam
         compose([override])
 
 
-def test_keys_declared_anywhere_in_conf_and_target_arguments_are_accepted():
-    assert compose(["+trainer.optimizer.betas=[0.8,0.9]"]).trainer.optimizer.betas == [0.8, 0.9]
+def test_keys_declared_by_any_option_in_conf_are_accepted():
+    assert compose(["trainer.optimizer.betas=[0.8,0.9]"]).trainer.optimizer.betas == [0.8, 0.9]
+    assert compose(["trainer/optimizer=sgd", "trainer.optimizer.momentum=0.5"]).trainer.optimizer.momentum == 0.5
     assert compose(["model=mlp", "model.hidden=[32]"]).model.hidden == [32]
     assert compose(["experiment=small_cnn", "~trainer.augment_shift"]).model.channels == 16
 
