@@ -78,8 +78,12 @@ def remove_stale_temps(path: Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it over `path` only on success."""
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only on success.
+
+    `durable=False` skips the fsyncs: the rename still means a killed process leaves the old file
+    or the new one, never half of one, but a power cut may lose the latest (for state that is
+    rewritten every few seconds, like training resume state)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
@@ -90,12 +94,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         # Whatever wrote the temp file (numpy, safetensors, matplotlib), its bytes reach
         # the disk before the rename makes them the real file.
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp_path, "rb") as f:
+                os.fsync(f.fileno())
         # mkstemp makes 0600 files; give the result the mode a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -120,69 +120,77 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
         generator.set_state(saved["generator"])
-        best = FitResult(saved["best_state"], saved["best_epoch"], saved["best_val_accuracy"], saved["history"],
+        best_state = saved["best_state"] or {k: v.clone() for k, v in saved["model"].items()}
+        best = FitResult(best_state, saved["best_epoch"], saved["best_val_accuracy"], saved["history"],
                          resumed_from=saved["epoch"])
         best_val_loss, start = saved["best_val_loss"], saved["epoch"] + 1
         for h in best.history:  # the new run's DVCLive folder gets the whole curve
             log(h["epoch"], {k: v for k, v in h.items() if k != "epoch"})
         say(f"train: resumed from epoch {saved['epoch']} (checkpoint in {state_dir})", flush=True)
 
-    for epoch in range(start, s.epochs + 1):
-        t0 = time.perf_counter()
-        net.train()
-        if world > 1:  # a DistributedSampler shard; augmentation drawn per process, reproducible per epoch
-            order = ddp.shard(len(x_train), epoch=epoch, seed=s.seed)
-            generator.manual_seed(s.seed * 1_000_003 + epoch * 1_009 + rank)
-        else:
-            order = torch.randperm(len(x_train), generator=generator)
-        running = 0.0
-        for i in range(0, len(order), batch):
-            idx = order[i:i + batch]
-            xb = random_shift(x_train[idx], s.augment_shift, generator).to(device, memory_format=memory_format)
-            yb = y_train[idx].to(device)
-            with autocast(device, s.precision):
-                loss = net(xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if s.grad_clip_norm > 0:
-                scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
-                nn.utils.clip_grad_norm_(trainable, s.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            if step_on == "batch":
-                scheduler.step()
-            running += loss.item() * len(idx)
-        # Every process scores the whole (small) val split with the same weights, so all agree on the best epoch.
-        val_loss, val_acc = estimate_loss(model, x_val, y_val, batch_size=512, device=device, precision=s.precision)
-        lr = optimizer.param_groups[0]["lr"]
-        if step_on == "epoch":
-            scheduler.step(val_loss)
-        metrics = {"train_loss": running / len(order), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
-        best.history.append({"epoch": epoch, **metrics})
-        log(epoch, metrics)
-        # Select on val loss, not accuracy: on a few hundred val images accuracy moves in steps of
-        # one image and picks lucky early epochs; the loss ranks checkpoints more smoothly.
-        if val_loss < best_val_loss:
-            best_val_loss = val_loss
-            best.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            best.best_epoch, best.best_val_accuracy = epoch, val_acc
-        say(f"epoch {epoch:3d}/{s.epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
-              f"val_acc {val_acc:.4f}  lr {lr:.2e}  {time.perf_counter() - t0:.2f}s", flush=True)
-        stop = 0 < s.early_stopping_patience <= epoch - max(best.best_epoch, 0)
-        if state_dir is not None and rank == 0 and epoch < s.epochs and not stop:
-            resume.save(state_dir, _state(epoch, model, optimizer, scheduler, generator, best, best_val_loss))
-        if stop:
-            say(f"train: early stop after epoch {epoch}: val loss has not improved for "
-                  f"{s.early_stopping_patience} epochs", flush=True)
-            break
+    saver = resume.Saver(state_dir) if state_dir is not None and rank == 0 else None
+    try:
+        for epoch in range(start, s.epochs + 1):
+            t0 = time.perf_counter()
+            net.train()
+            if world > 1:  # a DistributedSampler shard; augmentation drawn per process, reproducible per epoch
+                order = ddp.shard(len(x_train), epoch=epoch, seed=s.seed)
+                generator.manual_seed(s.seed * 1_000_003 + epoch * 1_009 + rank)
+            else:
+                order = torch.randperm(len(x_train), generator=generator)
+            running = 0.0
+            for i in range(0, len(order), batch):
+                idx = order[i:i + batch]
+                xb = random_shift(x_train[idx], s.augment_shift, generator).to(device, memory_format=memory_format)
+                yb = y_train[idx].to(device)
+                with autocast(device, s.precision):
+                    loss = net(xb, yb)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if s.grad_clip_norm > 0:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+                    nn.utils.clip_grad_norm_(trainable, s.grad_clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                if step_on == "batch":
+                    scheduler.step()
+                running += loss.item() * len(idx)
+            # Every process scores the whole (small) val split with the same weights, so all agree on the best epoch.
+            val_loss, val_acc = estimate_loss(model, x_val, y_val, batch_size=512, device=device, precision=s.precision)
+            lr = optimizer.param_groups[0]["lr"]
+            if step_on == "epoch":
+                scheduler.step(val_loss)
+            metrics = {"train_loss": running / len(order), "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
+            best.history.append({"epoch": epoch, **metrics})
+            log(epoch, metrics)
+            # Select on val loss, not accuracy: on a few hundred val images accuracy moves in steps of
+            # one image and picks lucky early epochs; the loss ranks checkpoints more smoothly.
+            if val_loss < best_val_loss:
+                best_val_loss = val_loss
+                best.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best.best_epoch, best.best_val_accuracy = epoch, val_acc
+            say(f"epoch {epoch:3d}/{s.epochs}  train_loss {metrics['train_loss']:.4f}  val_loss {val_loss:.4f}  "
+                f"val_acc {val_acc:.4f}  lr {lr:.2e}  {time.perf_counter() - t0:.2f}s", flush=True)
+            stop = 0 < s.early_stopping_patience <= epoch - max(best.best_epoch, 0)
+            if saver is not None and epoch < s.epochs and not stop:
+                saver.save(_state(epoch, model, optimizer, scheduler, generator, best, best_val_loss))
+            if stop:
+                say(f"train: early stop after epoch {epoch}: val loss has not improved for "
+                    f"{s.early_stopping_patience} epochs", flush=True)
+                break
+    finally:
+        if saver is not None:
+            saver.close()  # the last state is on disk before the run goes on
+
     say(f"train: best epoch {best.best_epoch} (val_loss {best_val_loss:.4f}, val_accuracy "
-          f"{best.best_val_accuracy:.4f})", flush=True)
+        f"{best.best_val_accuracy:.4f})", flush=True)
     return best
 
 
 def _state(epoch: int, model, optimizer, scheduler, generator, best: FitResult, best_val_loss: float) -> dict[str, Any]:
     return {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "generator": generator.get_state(),
-            "best_state": best.best_state, "best_epoch": best.best_epoch, "best_val_accuracy": best.best_val_accuracy,
+            # When this epoch was the best, the best weights are the model's: don't write them twice.
+            "best_state": None if best.best_epoch == epoch else best.best_state,
+            "best_epoch": best.best_epoch, "best_val_accuracy": best.best_val_accuracy,
             "best_val_loss": best_val_loss, "history": best.history}
-

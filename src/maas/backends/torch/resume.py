@@ -58,14 +58,46 @@ def _join(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
+def _write(folder: Path, epoch: int, tensors: dict[str, torch.Tensor], meta: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    # Not fsynced: the renames keep a killed run's state whole; only a power cut could lose an epoch.
+    with io.atomic_path(folder / STATE_TENSORS, durable=False) as tmp:
+        save_file(tensors, str(tmp))
+    text = json.dumps({"format": FORMAT, "epoch": epoch, "tensors_sha256": io.file_sha256(folder / STATE_TENSORS),
+                       "state": meta})
+    with io.atomic_path(folder / STATE_JSON, durable=False) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def save(folder: Path, state: dict[str, Any]) -> None:
     tensors: dict[str, torch.Tensor] = {}
-    meta = _split(state, "s", tensors)
-    folder.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(folder / STATE_TENSORS) as tmp:
-        save_file(tensors, str(tmp))
-    io.write_json(folder / STATE_JSON, {"format": FORMAT, "epoch": state["epoch"],
-                                        "tensors_sha256": io.file_sha256(folder / STATE_TENSORS), "state": meta})
+    _write(folder, state["epoch"], tensors, _split(state, "s", tensors))
+
+
+class Saver:
+    """Saves the state after each epoch in a background thread, so training doesn't wait for the disk.
+
+    The tensors are copied first (training goes on changing them in place); one save at a time,
+    and `close` waits for the last.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder, self.thread = folder, None
+
+    def save(self, state: dict[str, Any]) -> None:
+        import threading
+
+        tensors: dict[str, torch.Tensor] = {}
+        meta = _split(state, "s", tensors)  # clones every tensor
+        self.close()
+        self.thread = threading.Thread(target=_write, args=(self.folder, state["epoch"], tensors, meta),
+                                       name="maas-resume-save", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
 
 
 def load(folder: Path) -> dict[str, Any] | None:
