@@ -57,8 +57,9 @@ def cmd_stage(args) -> None:
 def cmd_pipeline(args) -> None:
     import runpy
 
-    from maas.config import conf_dir
+    from maas.config import compose, conf_dir
 
+    compose(args.overrides)  # a bad override fails here, before Prefect starts a server
     flow_file = conf_dir().parent / "flows" / "pipeline.py"
     if not flow_file.exists():
         raise MaasError(f"{flow_file} not found: run maas from the project root")

@@ -61,6 +61,9 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"bad config or override {list(overrides)}: {e}") from e
     check_config(cfg, directory, "the composed config")
+    from maas.config_values import check_values
+
+    check_values(cfg)
     return cfg
 
 

@@ -58,7 +58,10 @@ def _known(key: str, keys: set[str]) -> bool:
 
 
 def _unknown(key: str, keys: set[str], where: str) -> ConfigError:
-    match = difflib.get_close_matches(key, [k for k in keys if not k.endswith(FREE)], n=1, cutoff=0.6)
+    plain = sorted(k for k in keys if not k.endswith(FREE))
+    # `trainer.lr` means trainer.optimizer.lr: a key with the same last name beats a near spelling.
+    same_leaf = [k for k in plain if k.split(".")[-1] == key.split(".")[-1] and k.split(".")[0] == key.split(".")[0]]
+    match = same_leaf[:1] or difflib.get_close_matches(key, plain, n=1, cutoff=0.6)
     hint = f"; did you mean {match[0]}?" if match else ""
     return ConfigError(f"unknown config key {key} {where}: no file in conf/ declares it, "
                        f"so no stage would read it{hint}")

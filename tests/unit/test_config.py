@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -143,3 +145,33 @@ def test_outside_a_project_commands_refuse_and_say_where_to_run(tmp_path, monkey
     err = capsys.readouterr().err
     assert "no maas project at or above" in err and "conf/config.yaml and dvc.yaml" in err
     assert not (tmp_path / "params.yaml").exists()
+
+
+@pytest.mark.parametrize("override, named", [
+    ("trainer.epochs=abc", "trainer.epochs='abc' must be an integer >= 1"),
+    ("trainer.batch_size=0", "trainer.batch_size=0"),
+    ("trainer.nproc=0", "trainer.nproc=0 must be an integer >= 1"),
+    ("trainer.optimizer.lr=-1", "trainer.optimizer.lr=-1 must be a number > 0"),
+    ("trainer.precision=8", "trainer.precision=8"),
+    ("trainer.backend=jax", "trainer.backend='jax'"),
+    ("data.split.val_fraction=2", "data.split.val_fraction=2"),
+    ("serve.max_batch_size=-5", "serve.max_batch_size=-5 must be an integer >= 1"),
+    ("compress.method=int4", "compress.method='int4'"),
+    ("gates.min_test_accuracy=97", "gates.min_test_accuracy=97"),
+])
+def test_compose_refuses_bad_values_before_anything_runs(override, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        compose([override])
+
+
+def test_a_misplaced_key_suggests_where_it_lives():
+    with pytest.raises(ConfigError, match=r"trainer.lr .*did you mean trainer.optimizer.lr\?"):
+        compose(["trainer.lr=0.1"])
+
+
+def test_pipeline_refuses_a_bad_override_before_starting_prefect(capsys):
+    from maas.cli import main
+
+    assert main(["pipeline", "trainer.epoch=5"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean trainer.epochs" in err and "prefect" not in err.lower()

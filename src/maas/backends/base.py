@@ -10,6 +10,8 @@ import numpy as np
 
 from maas.errors import ConfigError
 
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # trainer.precision, for every backend
+
 
 @dataclass
 class TrainResult:
@@ -17,7 +19,9 @@ class TrainResult:
     best_epoch: int             # 1-based; -1 if no epoch had a finite validation loss
     best_val_accuracy: float
     history: list[dict] = field(default_factory=list)  # one dict of metrics per epoch
-    record: dict = field(default_factory=dict)         # device, precision, resumed_from...: into model.yaml
+    # device, precision, processes: into model.yaml. Not whether it resumed: a resumed run's model
+    # directory is byte-identical to an uninterrupted one's, so DVC sees the same output.
+    record: dict = field(default_factory=dict)
 
 
 @dataclass

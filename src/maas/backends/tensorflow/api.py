@@ -150,7 +150,7 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
         set_weights(model, result.best_weights)
     return TrainResult(model=model, best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy,
                        history=result.history,
-                       record={"device": device, "precision": t.precision, "resumed_from_epoch": 0,
+                       record={"device": device, "precision": t.precision,
                                "framework": f"keras {keras.__version__} / tensorflow {tf.__version__}"})
 
 

@@ -100,8 +100,7 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
         resume.clear(state_dir)  # finished: the next run with this config is a new run
     return TrainResult(model=model.cpu().eval(), best_epoch=result.best_epoch,
                        best_val_accuracy=result.best_val_accuracy, history=result.history,
-                       record={"device": str(device), "precision": t.precision, "processes": distributed.world_size(),
-                               "resumed_from_epoch": result.resumed_from})
+                       record={"device": str(device), "precision": t.precision, "processes": distributed.world_size()})
 
 
 def plain_cfg(cfg: DictConfig, key: str):

@@ -8,7 +8,7 @@ import torch
 
 from maas.errors import ConfigError
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+from maas.backends.base import PRECISIONS
 
 
 def pick_device(requested: str = "auto") -> torch.device:

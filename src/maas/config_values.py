@@ -1,0 +1,42 @@
+"""Check a composed config's values where it is composed, not when `dvc repro` reaches the stage.
+
+`maas compose trainer.epochs=abc` would otherwise write params.yaml and
+fail minutes later in train. These are the checks the stages make themselves
+before touching their outputs (the same functions), run once more up front;
+the model's own arguments are checked when it is built.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from maas.config import choice, number
+
+
+def check_values(cfg: DictConfig) -> None:
+    from maas.backends import BACKENDS
+    from maas.backends.base import PRECISIONS, Settings
+    from maas.compression import METHODS
+    from maas.data.preprocessor import KINDS, RAW_DTYPES
+    from maas.errors import ConfigError
+
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    choice(cfg, "trainer.backend", BACKENDS)
+    choice(cfg, "trainer.precision", PRECISIONS)
+    Settings.from_trainer(trainer, seed=cfg.seed)
+    if not isinstance(trainer.get("nproc"), int) or isinstance(trainer["nproc"], bool) or trainer["nproc"] < 1:
+        raise ConfigError(f"trainer.nproc={trainer.get('nproc')!r} must be an integer >= 1")
+    lr = OmegaConf.select(cfg, "trainer.optimizer.lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+        raise ConfigError(f"trainer.optimizer.lr={lr!r} must be a number > 0")
+    for key in ("data.split.val_fraction", "data.split.test_fraction"):
+        number(cfg, key, 1e-9, 1 - 1e-9)
+    choice(cfg, "data.scaling", KINDS)
+    choice(cfg, "data.feature_type", RAW_DTYPES)
+    choice(cfg, "compress.method", METHODS)
+    number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
+    number(cfg, "gates.max_compression_accuracy_drop", -1.0, 1.0)
+    number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
+    batch = OmegaConf.select(cfg, "serve.max_batch_size")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"serve.max_batch_size={batch!r} must be an integer >= 1")
