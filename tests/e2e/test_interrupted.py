@@ -45,22 +45,30 @@ def test_the_next_run_of_a_killed_stage_removes_its_leftovers(tiny_run, tmp_path
     assert temps(reports, models) == []
 
 
-def run_train(overrides: list[str], kill_after: str | None = None) -> str:
-    """`maas stage train` in its own process; with `kill_after`, SIGKILL it once that text is printed."""
+def saved_epoch(checkpoints) -> int:
+    """The epoch the resume state on disk belongs to (0: none yet)."""
+    import json
+
+    states = list(checkpoints.glob("train-*/state.json"))
+    return json.loads(states[0].read_text())["epoch"] if states else 0
+
+
+def run_train(overrides: list[str], kill_when_saved: tuple | None = None) -> str:
+    """`maas stage train` in its own process; with `kill_when_saved=(checkpoints, n)`, SIGKILL it as soon
+    as the state of epoch n or later is on disk (training goes on meanwhile, as it would)."""
     proc = subprocess.Popen([str(BIN / "maas"), "stage", "train", *overrides], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, text=True)
-    out = []
     try:
-        for line in proc.stdout:
-            out.append(line)
-            if kill_after and kill_after in line:
-                time.sleep(0.5)  # let the epoch's state reach the disk, as it would before a real kill
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
+        if kill_when_saved:
+            checkpoints, n = kill_when_saved
+            deadline = time.monotonic() + 120
+            while saved_epoch(checkpoints) < n and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGKILL)
+        text = proc.communicate()[0]
     finally:
         proc.wait()
-    text = "".join(out)
-    assert (proc.returncode == -signal.SIGKILL) if kill_after else proc.returncode == 0, text[-3000:]
+    assert (proc.returncode == -signal.SIGKILL) if kill_when_saved else proc.returncode == 0, text[-3000:]
     return text
 
 
@@ -72,14 +80,15 @@ def test_a_killed_training_run_resumes_and_ends_bit_identical(tiny_run, tmp_path
               "trainer.epochs=6", "trainer.label_smoothing=0.1", "trainer.grad_clip_norm=1.0"]
     run_train([*common, f"paths.trained={tmp_path / 'whole'}", f"paths.reports={tmp_path / 'whole-reports'}",
                "trainer.resume=false"])
-    run_train(common, kill_after="epoch   3/6")
-    assert list((tmp_path / "checkpoints").glob("train-*/state.json")), "no training state was saved"
+    run_train(common, kill_when_saved=(tmp_path / "checkpoints", 3))
+    n = saved_epoch(tmp_path / "checkpoints")
+    assert 3 <= n < 6, "the killed run saved no state of epoch 3 or later"
     out = run_train(common)
-    assert "train: resumed from epoch 3" in out, out[-3000:]
-    assert "epoch   3/6" not in out and "epoch   4/6" in out  # finished epochs are not run again
+    assert f"train: resumed from epoch {n} " in out, out[-3000:]
+    assert f"epoch {n:3d}/6" not in out and f"epoch {n + 1:3d}/6" in out  # finished epochs are not run again
     assert io.file_sha256(tmp_path / "trained" / "weights.safetensors") == \
         io.file_sha256(tmp_path / "whole" / "weights.safetensors")
     assert not list((tmp_path / "checkpoints").glob("train-*")), "a finished run leaves no state behind"
     # A different config never resumes another run's state.
-    run_train(common, kill_after="epoch   2/6")
+    run_train(common, kill_when_saved=(tmp_path / "checkpoints", 2))
     assert "resumed" not in run_train([*common, "trainer.label_smoothing=0.0"])
