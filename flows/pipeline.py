@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Failed
 
 from maas.config import compose, to_params_text
 from maas.errors import ConfigError, MaasError
@@ -27,8 +28,13 @@ from maas.stages import Stage, all_stages
 
 
 def stage_task(stage: Stage):
-    def run(cfg: dict) -> dict:
-        return stage.run(OmegaConf.create(cfg))
+    def run(cfg: dict):
+        try:
+            return stage.run(OmegaConf.create(cfg))
+        except MaasError as e:
+            # Bad data, a failed gate, a bad setting: the stage printed why in one line. A Failed
+            # state (not an exception) keeps Prefect from logging a traceback that says nothing more.
+            return Failed(message=f"{stage.name}: {e}")
 
     # Outputs live on disk under fixed paths, so Prefect's result cache would go stale; DVC caches.
     return task(run, name=stage.name, cache_policy=NO_CACHE, retries=0)
@@ -40,17 +46,26 @@ def pipeline(overrides: list[str] | None = None, stages: list[str] | None = None
     names = [s.name for s in all_stages()]
     unknown = sorted(set(stages or ()) - set(names))
     if unknown:
-        raise ConfigError(f"no stage named {', '.join(unknown)}; stages are: {', '.join(names)}")
-    cfg = compose(overrides or [])
+        return Failed(message=f"no stage named {', '.join(unknown)}; stages are: {', '.join(names)}")
+    try:
+        cfg = compose(overrides or [])
+    except ConfigError as e:  # one line naming the key says it all; a traceback would not add to it
+        return Failed(message=str(e))
     create_markdown_artifact(key="composed-config", markdown=f"```yaml\n{to_params_text(cfg)}```",
                              description=f"overrides: {overrides or []}")
     plain = OmegaConf.to_container(cfg, resolve=True)
     selected = [s for s in all_stages() if not stages or s.name in stages]
-    return {s.name: stage_task(s)(plain) for s in selected}
+    summaries = {}
+    for s in selected:
+        state = stage_task(s)(plain, return_state=True)
+        if state.is_failed():
+            return Failed(message=state.message)  # the flow run ends with the stage's message; no later stage runs
+        summaries[s.name] = state.result()
+    return summaries
 
 
 if __name__ == "__main__":
-    try:
-        print(json.dumps(pipeline(overrides=sys.argv[1:]), indent=2, default=str))
-    except MaasError as e:  # Prefect has logged it with its traceback; a third copy adds nothing
-        sys.exit(f"pipeline: error: {e}")
+    state = pipeline(overrides=sys.argv[1:], return_state=True)
+    if not state.is_completed():
+        sys.exit(f"pipeline: error: {state.message}")
+    print(json.dumps(state.result(), indent=2, default=str))

@@ -64,7 +64,10 @@ def cmd_pipeline(args) -> None:
     if not flow_file.exists():
         raise MaasError(f"{flow_file} not found: run maas from the project root")
     pipeline = runpy.run_path(str(flow_file))["pipeline"]
-    print(json.dumps(pipeline(overrides=list(args.overrides)), indent=2, default=str))
+    state = pipeline(overrides=list(args.overrides), return_state=True)
+    if not state.is_completed():
+        raise MaasError(f"the pipeline flow run ended {state.name}: {state.message}")
+    print(json.dumps(state.result(), indent=2, default=str))
 
 
 def cmd_data(args) -> None:
