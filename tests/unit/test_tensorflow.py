@@ -115,7 +115,7 @@ def test_a_stored_model_of_another_width_is_refused_by_name(tmp_path):
     import yaml
 
     (directory / model_files.MODEL_FILE).write_text(yaml.safe_dump(spec))
-    with pytest.raises(ArtifactError, match=r"net\.1\.kernel \[64, 128\] vs \[64, 32\]"):
+    with pytest.raises(ArtifactError, match=r"net\.1\.kernel \[64, 1024\] vs \[64, 32\]"):
         model_files.load(directory)
 
 
