@@ -12,6 +12,7 @@ ratio is what to compare.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -57,6 +58,10 @@ def main() -> None:
         print(f"  {k:>13}: {med[k] * 1e3:8.2f} ms  {sizes[k]:>9,} bytes  test accuracy {acc[k]:.4f}")
     print(f"  time ratio {method}/fp32: {med[method] / med['fp32']:.2f}   "
           f"size ratio: {sizes[method] / sizes['fp32']:.2f}")
+    print(json.dumps({"method": method, "time_ratio": round(med[method] / med["fp32"], 4),
+                      "size_ratio": round(sizes[method] / sizes["fp32"], 4),
+                      "median_ms": {k: round(v * 1e3, 3) for k, v in med.items()}, "bytes": sizes,
+                      "test_accuracy": acc, "batch": args.batch, "threads": args.threads, "rounds": args.rounds}))
 
 
 if __name__ == "__main__":
