@@ -48,19 +48,20 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from maas.known_keys import check_config, check_overrides
+    from maas.known_keys import check_config, check_overrides, declared_keys
 
     directory = Path(config_dir) if config_dir else conf_dir()
     if not (directory / "config.yaml").exists():
         raise ConfigError(f"no config.yaml in {directory}: run maas from the project root")
-    check_overrides(overrides, directory)
+    keys = declared_keys(directory)  # read conf/ once for both checks
+    check_overrides(overrides, directory, keys)
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"bad config or override {list(overrides)}: {e}") from e
-    check_config(cfg, directory, "the composed config")
+    check_config(cfg, keys, "the composed config")
     from maas.config_values import check_values
 
     check_values(cfg)
@@ -95,9 +96,9 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
         raise ConfigError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path} must hold a mapping, got {type(cfg).__name__}")
-    from maas.known_keys import check_config
+    from maas.known_keys import check_config, declared_keys
 
-    check_config(cfg, conf_dir(), str(path))
+    check_config(cfg, declared_keys(conf_dir()), str(path))
     return cfg
 
 

@@ -24,8 +24,6 @@ def check_values(cfg: DictConfig) -> None:
     choice(cfg, "trainer.backend", BACKENDS)
     choice(cfg, "trainer.precision", PRECISIONS)
     Settings.from_trainer(trainer, seed=cfg.seed)
-    if not isinstance(trainer.get("nproc"), int) or isinstance(trainer["nproc"], bool) or trainer["nproc"] < 1:
-        raise ConfigError(f"trainer.nproc={trainer.get('nproc')!r} must be an integer >= 1")
     lr = OmegaConf.select(cfg, "trainer.optimizer.lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"trainer.optimizer.lr={lr!r} must be a number > 0")

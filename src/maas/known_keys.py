@@ -67,7 +67,7 @@ def _unknown(key: str, keys: set[str], where: str) -> ConfigError:
                        f"so no stage would read it{hint}")
 
 
-def check_overrides(overrides: Sequence[str], conf: Path) -> None:
+def check_overrides(overrides: Sequence[str], conf: Path, keys: set[str]) -> None:
     """Name a mistyped key in an override before Hydra suggests adding it with `+`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -76,7 +76,6 @@ def check_overrides(overrides: Sequence[str], conf: Path) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except HydraException as e:
         raise ConfigError(f"bad override in {list(overrides)}: {e}") from e
-    keys = declared_keys(conf)
     for o in parsed:
         key = o.key_or_group
         is_group = (conf / key.replace(".", "/")).is_dir()
@@ -86,13 +85,12 @@ def check_overrides(overrides: Sequence[str], conf: Path) -> None:
             raise _unknown(key, keys, f"in override {o.input_line!r}")
 
 
-def check_config(cfg: Any, conf: Path, source: str) -> None:
+def check_config(cfg: Any, keys: set[str], source: str) -> None:
     """Refuse any key of a composed config (a plain or OmegaConf mapping) that conf/ doesn't declare."""
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=False)
-    keys = declared_keys(conf)
 
     def visit(node: dict, prefix: str) -> None:
         for name, value in node.items():

@@ -51,12 +51,14 @@ class Settings:
     early_stopping_patience: int = 0   # 0: off
     channels_last: bool = False        # torch only: NHWC activations, faster convs on CUDA tensor cores
     compile: bool = False              # torch only: torch.compile the step (the first epoch pays for it)
+    nproc: int = 1                     # torch only: processes on this machine (DDP under torchrun)
 
     @classmethod
     def from_trainer(cls, t: dict[str, Any], *, seed: int) -> "Settings":
         """From the composed `trainer` mapping, every value checked (a bad one names its key)."""
-        def number(key: str, low: float, high: float = math.inf, *, integer: bool = False, open_high=False):
-            value = t.get(key, 0)
+        def number(key: str, low: float, high: float = math.inf, *, integer: bool = False, open_high=False,
+                   default=0):
+            value = t.get(key, default)
             ok = isinstance(value, int) if integer else isinstance(value, (int, float))
             if isinstance(value, bool) or not ok or not (low <= value and (value < high if open_high else value <= high)):
                 kind = "an integer" if integer else "a number"
@@ -70,7 +72,8 @@ class Settings:
                 label_smoothing=float(number("label_smoothing", 0, 1, open_high=True)),
                 grad_clip_norm=float(number("grad_clip_norm", 0)),
                 early_stopping_patience=number("early_stopping_patience", 0, integer=True),
-                channels_last=bool(t.get("channels_last", False)), compile=bool(t.get("compile", False)))
+                channels_last=bool(t.get("channels_last", False)), compile=bool(t.get("compile", False)),
+                nproc=number("nproc", 1, integer=True, default=1))
         return s
 
 

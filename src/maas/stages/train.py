@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maas import io
 from maas.config import choice
-from maas.errors import ConfigError, TrainingFailed
+from maas.errors import TrainingFailed
 from maas.stages import Stage, stage_entry
 from maas.stages.preprocess import load_split
 
@@ -23,16 +23,12 @@ def run(cfg: DictConfig) -> dict:
     from dvclive import Live
 
     from maas import backends, distributed, model_files
+    from maas.backends.base import Settings
 
     t = cfg.trainer
     # Every config error surfaces here, before anything (old reports included) is touched.
     backend = backends.get(choice(cfg, "trainer.backend", backends.BACKENDS))
-    for key, low in (("epochs", 1), ("batch_size", 1), ("augment_shift", 0)):
-        if not isinstance(t[key], int) or t[key] < low:
-            raise ConfigError(f"trainer.{key}={t[key]!r} must be an integer >= {low}")
-    nproc = t.nproc
-    if not isinstance(nproc, int) or nproc < 1:
-        raise ConfigError(f"trainer.nproc={nproc!r} must be an integer >= 1")
+    nproc = Settings.from_trainer(OmegaConf.to_container(t, resolve=True), seed=cfg.seed).nproc
     if nproc > 1 and not distributed.in_worker():
         distributed.launch(cfg, "train", nproc)  # rank 0 of the launched processes writes the outputs
         spec = model_files.read_spec(cfg.paths.trained)["training"]
