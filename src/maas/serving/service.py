@@ -21,7 +21,7 @@ import bentoml
 from pydantic import BaseModel
 
 from maas.serving import BENTO_MODEL_SUBDIR
-from maas.serving.middleware import CheckRequests, DocumentErrors, reject
+from maas.serving.middleware import CHECKED_BATCH, CheckRequests, DocumentErrors, reject
 from maas.serving.schemas import IMAGES, BadRequest, ImageSpec, PredictResponse, to_batch
 
 with bentoml.importing():
@@ -33,6 +33,7 @@ with bentoml.importing():
 # the container behaviour (no respawn; the server exits when its worker does) and leave
 # restarts to the supervisor. This variable only switches respawn in BentoML 1.4.
 os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
+
 
 class ServiceArgs(BaseModel):
     model_tag: str  # name:version in the BentoML model store, set by the package stage
@@ -65,7 +66,7 @@ class DigitsService:
               f"compression={model_files.compression_method(self.model.spec)})", flush=True)
 
     @bentoml.api
-    def predict(self, images: list = IMAGES) -> PredictResponse:
+    def predict(self, ctx: bentoml.Context, images: list = IMAGES) -> PredictResponse:
         """Classify a batch of raw images.
 
         A request the model can't take (not JSON, no `images`, an unknown field, a wrong shape,
@@ -73,10 +74,12 @@ class DigitsService:
         `{"error": "<what is wrong, naming the field>"}`, e.g. `{"error": "images[0][2][3] is 3.5;
         pixels must be integers in [0, 16] (the raw data's type and range)"}`.
         """
-        try:
-            raw = to_batch(images, self.image_spec)
-        except BadRequest as e:  # CheckRequests refuses these first over HTTP; kept for any other caller
-            return reject(e)
+        raw = getattr(ctx.request.state, CHECKED_BATCH, None)  # over HTTP, CheckRequests checked the body
+        if raw is None:
+            try:
+                raw = to_batch(images, self.image_spec)
+            except BadRequest as e:
+                return reject(e)
         out = self.model.predictor.predict(self.preprocessor.transform(raw))
         return PredictResponse(classes=out.proba.argmax(1).tolist(), probabilities=out.proba.astype(float).round(6).tolist(),
                                anomaly_scores=None if out.anomaly is None else out.anomaly.astype(float).round(6).tolist())
