@@ -81,7 +81,6 @@ class KerasPredictor:
 
     def __init__(self, model, compression: str = "none"):
         self.model = model
-        self.compression = compression
         self.scores_anomalies = hasattr(model, "anomaly_score")
         shape = (None, *model.maas_input_shape) if len(model.maas_input_shape) == 3 else None
         spec = [tf.TensorSpec(shape, tf.float32)] if shape else None
