@@ -77,6 +77,31 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
+def sh(cwd: Path, *argv: str, check: bool = True, **kwargs) -> str:
+    """Run a command; fail with its output unless it succeeds (or check=False). Returns stdout + stderr."""
+    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, **kwargs)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out.stdout + out.stderr
+
+
+def git_project(dest: Path) -> Path:
+    """The project's files (tracked or not yet tracked, never ignored) in a fresh git repo with one
+    commit (dvclive needs one to attach to), and the raw data exported as data.dvc records it."""
+    files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
+    for rel in files:
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    git = ["git", "-c", "user.name=maas-tests", "-c", "user.email=tests@maas.invalid"]
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, *git, "commit", "-qm", "copy")
+    sh(dest, "maas", "data", "export")
+    sh(dest, "dvc", "commit", "--force", "--quiet", "data.dvc")  # into this copy's DVC cache, as `dvc pull` leaves it
+    return dest
+
+
 def copy_outputs(cfg, tmp_path: Path, *keys: str):
     """Copy the tiny run's outputs for `keys` into tmp_path and point a copy of cfg at them."""
     from omegaconf import OmegaConf
