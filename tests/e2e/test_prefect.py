@@ -100,6 +100,11 @@ def test_a_failing_stage_fails_the_flow_and_skips_the_rest(prefect_server, tmp_p
     assert "below gates.min_test_accuracy=1.0" in run["state"]["message"]  # the run says why, in the UI too
     assert "Traceback" not in done.stdout + done.stderr  # an expected failure is one line, not a stack
     assert not (tmp_path / "compressed").exists() and not (tmp_path / "bento").exists()
+    # The stages before the failing one keep what they wrote; the failing one ran once (no retries).
+    assert (tmp_path / "processed" / "preprocessor.json").exists() and (tmp_path / "trained").is_dir()
+    tasks = httpx.post(f"{prefect_server}/task_runs/filter",
+                       json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
+    assert {t["name"].rsplit("-", 1)[0]: t["run_count"] for t in tasks}["evaluate"] == 1
 
 
 def test_bad_override_fails_before_any_stage_on_a_temporary_server():
@@ -118,3 +123,50 @@ def test_prefect_artifact_inspect_still_fails_so_the_readme_documents_prefect_ap
     # starts passing, document `prefect artifact inspect composed-config` in the README instead.
     done = shell(f"{BIN}/prefect artifact inspect composed-config", prefect_server)
     assert done.returncode != 0 and "422" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_transient_io_errors_are_retried_with_backoff_and_deterministic_failures_are_not(prefect_server):
+    """The flow's stage tasks, on a real server, wrapping stage records as the registry's are wrapped."""
+    import errno
+    import runpy
+
+    from prefect import flow
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from maas.errors import GateFailed
+    from maas.stages import Stage
+
+    stage_task = runpy.run_path(str(ROOT / "flows" / "pipeline.py"))["stage_task"]
+    calls = {"remote": 0, "gate": 0, "bug": 0}
+
+    def remote(cfg):  # a DVC remote that hangs up twice, then answers
+        calls["remote"] += 1
+        if calls["remote"] < 3:
+            raise ConnectionResetError(errno.ECONNRESET, "remote hung up")
+        return {"fetched": True}
+
+    def gate(cfg):
+        calls["gate"] += 1
+        raise GateFailed("test accuracy 0.5 is below gates.min_test_accuracy=0.9")
+
+    def bug(cfg):
+        calls["bug"] += 1
+        raise ValueError("a bug is not transient")
+
+    tasks = {name: stage_task(Stage(name, fn, (), (), ()), None, retries=3, retry_delay_s=0.1)
+             for name, fn in (("remote", remote), ("gate", gate), ("bug", bug))}
+    assert tasks["remote"].retry_delay_seconds == [0.1, 0.2, 0.4]  # backoff doubles
+
+    @flow
+    def probe():
+        return {name: t({}, return_state=True) for name, t in tasks.items()}
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        states = probe()
+        APILogWorker.drain_all(timeout=5)  # send the logs now, while the server is up, not at exit
+    assert calls == {"remote": 3, "gate": 1, "bug": 1}
+    assert states["remote"].is_completed() and states["remote"].result() == {"fetched": True}
+    assert states["gate"].is_failed() and states["gate"].message == \
+        "gate: test accuracy 0.5 is below gates.min_test_accuracy=0.9"
+    assert states["bug"].is_failed() and "a bug is not transient" in states["bug"].message
