@@ -60,6 +60,7 @@ serve: $(STAMP)
 	maas serve --port $(PORT)
 
 pipeline: $(STAMP) $(RAW)
+	maas compose
 	maas pipeline
 
 # Regenerate the files derived from conf/ and the stage registry (tests fail when they drift).
