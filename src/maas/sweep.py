@@ -11,6 +11,7 @@ the same trials out over Dask instead (`expand_overrides` below).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -104,7 +105,7 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
     print(f"sweep: stage {stage.name} into {sweep_dir}", flush=True)
     failure = None
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=stage.name):
+        with _logging_restored(), initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=stage.name):
             GlobalHydra.instance().hydra.multirun(config_name="config", overrides=argv,
                                                   task_function=functools.partial(hydra_task, stage.name))
     except HydraException as e:
@@ -116,6 +117,23 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
         raise failure
     require_one_ok(results)
     return results
+
+
+@contextlib.contextmanager
+def _logging_restored():
+    """Hydra points the root logger at each trial's log file and at sys.stdout as it was then
+    (under pytest, a capture buffer closed later); put the caller's handlers back afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        for h in root.handlers:
+            if h not in handlers:
+                h.close()
+        root.handlers[:], root.level = handlers, level
 
 
 def hydra_task(stage_name: str, cfg: DictConfig) -> float:
