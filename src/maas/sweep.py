@@ -11,7 +11,6 @@ the same trials out over Dask instead (`expand_overrides` below).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from pathlib import Path
@@ -99,13 +98,18 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
     from maas.trials import require_one_ok, summarize
 
     check_sweep(stage, overrides)
-    given = [o for o in _parse(overrides) if o.key_or_group == "hydra.sweep.dir"]
-    sweep_dir = Path(given[-1].value() if given else sweep_dir or new_sweep_dir(stage.name))
+    parsed = {o.key_or_group: o for o in _parse(overrides)}
+    given = parsed.get("hydra.sweep.dir")
+    sweep_dir = Path(given.value() if given else sweep_dir or new_sweep_dir(stage.name))
     argv = [*overrides] if given else [*overrides, f"hydra.sweep.dir={sweep_dir}"]
+    # Hydra's logging setup (logging.config.dictConfig) closes every handler in the process,
+    # other libraries' included (absl's, pytest's capture); maas prints its own progress.
+    # `hydra/job_logging=default` on the command line turns it back on.
+    argv += [f"{group}=none" for group in ("hydra/job_logging", "hydra/hydra_logging") if group not in parsed]
     print(f"sweep: stage {stage.name} into {sweep_dir}", flush=True)
     failure = None
     try:
-        with _logging_restored(), initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=stage.name):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name=stage.name):
             GlobalHydra.instance().hydra.multirun(config_name="config", overrides=argv,
                                                   task_function=functools.partial(hydra_task, stage.name))
     except HydraException as e:
@@ -117,23 +121,6 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
         raise failure
     require_one_ok(results)
     return results
-
-
-@contextlib.contextmanager
-def _logging_restored():
-    """Hydra points the root logger at each trial's log file and at sys.stdout as it was then
-    (under pytest, a capture buffer closed later); put the caller's handlers back afterwards."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        yield
-    finally:
-        for h in root.handlers:
-            if h not in handlers:
-                h.close()
-        root.handlers[:], root.level = handlers, level
 
 
 def hydra_task(stage_name: str, cfg: DictConfig) -> float:
