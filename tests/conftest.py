@@ -77,6 +77,30 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
+def sh(cwd: Path, *argv: str, check: bool = True, env: dict | None = None) -> str:
+    """Run a command in `cwd`; its stdout and stderr, or an AssertionError showing both."""
+    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out.stdout + out.stderr
+
+
+def git_project(dest: Path) -> Path:
+    """The project's files (tracked or not yet tracked, never ignored) in a fresh git repo at
+    `dest`, committed (dvclive and DVC's experiments need a commit), with the raw data exported."""
+    files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
+    for rel in files:
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    git = ["git", "-c", "user.name=maas-tests", "-c", "user.email=tests@maas.invalid"]
+    sh(dest, "git", "init", "-q")
+    sh(dest, "git", "add", "-A")
+    sh(dest, *git, "commit", "-qm", "copy")
+    sh(dest, "maas", "data", "export")
+    return dest
+
+
 def copy_outputs(cfg, tmp_path: Path, *keys: str):
     """Copy the tiny run's outputs for `keys` into tmp_path and point a copy of cfg at them."""
     from omegaconf import OmegaConf

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import git_project, sh
 from maas import io
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["validate", "preprocess", "train", "evaluate", "compress", "package"]
-
-
-def sh(cwd: Path, *argv: str, check: bool = True) -> str:
-    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
-    return out.stdout + out.stderr
 
 
 def ran(output: str) -> list[str]:
@@ -30,19 +21,8 @@ def ran(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """The project's files (tracked or not yet tracked, never ignored) in a fresh git repo."""
-    dest = tmp_path_factory.mktemp("project")
-    files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
-    for rel in files:
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, dest / rel)
-    git = ["git", "-c", "user.name=maas-tests", "-c", "user.email=tests@maas.invalid"]
-    sh(dest, "git", "init", "-q")
-    sh(dest, "git", "add", "-A")
-    sh(dest, *git, "commit", "-qm", "copy")  # dvclive needs a commit to attach to
-    sh(dest, "maas", "data", "export")
-    return dest
+    """The project in a fresh git repo, raw data exported."""
+    return git_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
