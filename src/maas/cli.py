@@ -3,7 +3,10 @@
     maas compose [overrides]          write params.yaml from conf/ (what `dvc repro` reads)
     maas stage NAME [overrides]       run one stage on conf/ + overrides
     maas stage NAME --params params.yaml   run one stage on params.yaml (dvc.yaml does this)
-    maas stage train -m model.channels=16,32   sweep
+    maas stage train -m model.channels=16,32   sweep through Hydra's multirun (one trial per setting)
+    maas stage train -m hparams_search=optuna hydra.sweeper.n_trials=20   Optuna search
+    maas stage train -m model.channels=16,32 hydra/launcher=joblib       trials in parallel
+    maas sweep promote [SWEEP_DIR]    write the best trial (default: newest sweep) into conf/promoted/
     maas pipeline [overrides]         run every stage as a Prefect flow
     maas data export                  write data/raw from the configured source
     maas dvc-yaml                     regenerate dvc.yaml from the stage registry
@@ -48,12 +51,21 @@ def cmd_stage(args) -> None:
     if args.multirun and args.params:
         raise MaasError("-m composes conf/ per trial; it can't read --params")
     if args.multirun:
-        from maas.sweep import run_sweep
+        from maas.sweep import multirun
 
-        results = run_sweep(stage, args.overrides)
-        print(json.dumps(results, indent=2, default=str))
+        results = multirun(stage, args.overrides)
+        print(json.dumps({k: results[k] for k in ("sweep_dir", "objective", "best", "failed")}, indent=2, default=str))
+        print(f"results: {results['sweep_dir']}/results.md")
         return
     print(json.dumps(stage.run(_cfg(args)), indent=2, default=str))
+
+
+def cmd_sweep(args) -> None:
+    from maas.promote import promote
+
+    path, overrides = promote(args.sweep_dir)
+    print(f"wrote {path}: {' '.join(overrides) or '(no overrides: conf/ defaults)'}")
+    print("`maas compose` now includes them, and `make run` will write params.yaml and retrain with them")
 
 
 def cmd_pipeline(args) -> None:
@@ -153,7 +165,7 @@ def at_project_root(args) -> None:
     command line stay relative to where the user typed them."""
     from maas.config import project_root
 
-    for name in ("params", "out"):
+    for name in ("params", "out", "sweep_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
     os.chdir(project_root())
@@ -172,8 +184,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.epochs=5")
     s.add_argument("--params", help="read this composed file instead of composing conf/")
-    s.add_argument("-m", "--multirun", action="store_true", help="sweep: expand a=1,2 overrides into trials")
+    s.add_argument("-m", "--multirun", action="store_true",
+                   help="sweep through Hydra's multirun: a=1,2 overrides, hparams_search=..., hydra/launcher=...")
     s.set_defaults(fn=cmd_stage)
+
+    w = sub.add_parser("sweep", help="sweep results: promote the best trial into conf/")
+    w.add_argument("action", choices=["promote"])
+    w.add_argument("sweep_dir", nargs="?", help="a sweep run's folder; default: the newest under sweeps/")
+    w.set_defaults(fn=cmd_sweep)
 
     f = sub.add_parser("pipeline", help="run every stage as a Prefect flow")
     f.add_argument("overrides", nargs="*")

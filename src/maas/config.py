@@ -46,9 +46,8 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    from maas.known_keys import check_config, check_overrides, declared_keys
+    from maas.known_keys import check_overrides, declared_keys
 
     directory = Path(config_dir) if config_dir else conf_dir()
     if not (directory / "config.yaml").exists():
@@ -58,12 +57,28 @@ def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None)
     try:
         with initialize_config_dir(config_dir=str(directory), version_base="1.3"):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
-        OmegaConf.resolve(cfg)
-    except (HydraException, OmegaConfBaseException) as e:
+    except HydraException as e:
         raise ConfigError(f"bad config or override {list(overrides)}: {e}") from e
-    check_config(cfg, keys, "the composed config")
-    from maas.config_values import check_values
+    return checked(cfg, directory, keys)
 
+
+def checked(cfg: DictConfig, directory: str | Path | None = None, keys: set[str] | None = None,
+            source: str = "the composed config") -> DictConfig:
+    """Resolve a config Hydra composed and refuse unknown keys and bad values.
+
+    `compose` ends here, and so does each trial of a Hydra multirun, whose config
+    Hydra composes itself: both get the same checks.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from maas.config_values import check_values
+    from maas.known_keys import check_config, declared_keys
+
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad value in {source}: {e}") from e
+    check_config(cfg, keys if keys is not None else declared_keys(Path(directory or conf_dir())), source)
     check_values(cfg)
     return cfg
 

@@ -79,7 +79,8 @@ def check_overrides(overrides: Sequence[str], conf: Path, keys: set[str]) -> Non
     for o in parsed:
         key = o.key_or_group
         is_group = (conf / key.replace(".", "/")).is_dir()
-        if key.split(".")[0] == "hydra" or is_group or o.is_delete():
+        # Hydra's own settings (hydra.sweeper.n_trials) and groups (hydra/launcher=joblib) are Hydra's to check.
+        if key.replace("/", ".").split(".")[0] == "hydra" or is_group or o.is_delete():
             continue
         if not _known(key, keys):
             raise _unknown(key, keys, f"in override {o.input_line!r}")

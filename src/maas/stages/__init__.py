@@ -41,6 +41,7 @@ class Stage:
     code: tuple[str, ...] = ()       # its source, so an edit re-runs it
     metrics: tuple[str, ...] = ()    # small JSON files DVC shows with `dvc metrics show`
     plots: tuple[str, ...] = ()
+    objective: str | None = None     # the summary key a sweep minimizes (Optuna's value, the best trial)
 
 
 def stage_entry(name: str):

@@ -32,8 +32,8 @@ def run(cfg: DictConfig) -> dict:
     if nproc > 1 and not distributed.in_worker():
         distributed.launch(cfg, "train", nproc)  # rank 0 of the launched processes writes the outputs
         spec = model_files.read_spec(cfg.paths.trained)["training"]
-        return {"best_val_accuracy": spec["best_val_accuracy"], "best_epoch": spec["best_epoch"],
-                "model_dir": str(cfg.paths.trained), "processes": nproc}
+        return {"best_val_loss": spec["best_val_loss"], "best_val_accuracy": spec["best_val_accuracy"],
+                "best_epoch": spec["best_epoch"], "model_dir": str(cfg.paths.trained), "processes": nproc}
     train, val = load_split(cfg, "train"), load_split(cfg, "val")
     if not distributed.is_main():  # the other ranks train their shard and write nothing
         backend.train(cfg, train, val, log=lambda epoch, metrics: None)
@@ -52,7 +52,10 @@ def run(cfg: DictConfig) -> dict:
         if result.best_epoch < 0:
             raise TrainingFailed(f"validation loss was never finite in {t.epochs} epoch(s): "
                                  "the model diverged; lower trainer.optimizer.lr")
-        live.summary = {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy}
+        # The loss the best epoch was chosen on: what a sweep minimizes (the Stage's objective).
+        best_val_loss = next(h["val_loss"] for h in result.history if h["epoch"] == result.best_epoch)
+        live.summary = {"best_epoch": result.best_epoch, "best_val_loss": best_val_loss,
+                        "best_val_accuracy": result.best_val_accuracy}
 
     spec = {
         "backend": t.backend,
@@ -60,14 +63,15 @@ def run(cfg: DictConfig) -> dict:
         "input_shape": list(cfg.data.image_shape),
         "classes": list(range(cfg.data.num_classes)),
         "compression": {"method": "none"},
-        "training": {"best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+        "training": {"best_epoch": result.best_epoch, "best_val_loss": best_val_loss,
+                     "best_val_accuracy": result.best_val_accuracy,
                      "epochs": t.epochs, **result.record},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     with io.atomic_dir(cfg.paths.trained) as out:
         model_files.write_model_dir(out, weights=backend.get_weights(result.model), spec=spec)
-    return {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch,
-            "model_dir": str(cfg.paths.trained)}
+    return {"best_val_loss": best_val_loss, "best_val_accuracy": result.best_val_accuracy,
+            "best_epoch": result.best_epoch, "model_dir": str(cfg.paths.trained)}
 
 
 STAGE = Stage(
@@ -79,5 +83,6 @@ STAGE = Stage(
     code=("src/maas/stages/train.py", "src/maas/model_files.py", "src/maas/distributed.py", "src/maas/backends",
           "src/maas/models"),
     metrics=("{paths.reports}/train/metrics.json",),
+    objective="best_val_loss",
     plots=("{paths.reports}/train/plots/metrics",),
 )
