@@ -58,8 +58,9 @@ def deploy(pool: str, root: Path) -> None:
             raise MaasError(f"no Prefect server answers at PREFECT_API_URL={url} ({error}); {START_A_SERVER}")
         created = ensure_process_pool(client, pool)
     print(f"work pool {pool!r} (process) {'created' if created else 'exists'} on {url}", flush=True)
-    # Prefect's own command: prefect.yaml means what `prefect deploy` makes of it. --no-prompt:
-    # never ask (about remote code storage, saving the config) when run from a terminal.
-    argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"]
+    # Prefect's own command (with one client fix, see maas.prefect_cli): prefect.yaml means what
+    # `prefect deploy` makes of it. --no-prompt: never ask (about remote code storage, saving the
+    # config) when run from a terminal.
+    argv = [sys.executable, "-m", "maas.prefect_cli", "--no-prompt", "deploy", "--all"]
     if subprocess.run(argv, cwd=root).returncode != 0:
         raise MaasError(f"`prefect deploy --all` failed in {root} (its output is above)")
