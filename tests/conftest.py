@@ -77,17 +77,17 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def sh(cwd: Path, *argv: str, check: bool = True, env: dict | None = None) -> str:
-    """Run a command in `cwd`; its stdout and stderr, or an AssertionError showing both."""
-    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
+def sh(cwd: Path, *argv: str, check: bool = True, **kwargs) -> str:
+    """Run a command; fail with its output unless it succeeds (or check=False). Returns stdout + stderr."""
+    out = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, **kwargs)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({out.returncode}):\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
     return out.stdout + out.stderr
 
 
 def git_project(dest: Path) -> Path:
-    """The project's files (tracked or not yet tracked, never ignored) in a fresh git repo at
-    `dest`, committed (dvclive and DVC's experiments need a commit), with the raw data exported."""
+    """The project's files (tracked or not yet tracked, never ignored) in a fresh git repo with one
+    commit (dvclive needs one to attach to), and the raw data exported as data.dvc records it."""
     files = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").splitlines()
     for rel in files:
         if (ROOT / rel).is_file():
@@ -98,6 +98,7 @@ def git_project(dest: Path) -> Path:
     sh(dest, "git", "add", "-A")
     sh(dest, *git, "commit", "-qm", "copy")
     sh(dest, "maas", "data", "export")
+    sh(dest, "dvc", "commit", "--force", "--quiet", "data.dvc")  # into this copy's DVC cache, as `dvc pull` leaves it
     return dest
 
 

@@ -1,13 +1,16 @@
 """`maas`: run stages, the pipeline, sweeps; compose params; serve.
 
     maas compose [overrides]          write params.yaml from conf/ (what `dvc repro` reads)
-    maas stage NAME [overrides]       run one stage on conf/ + overrides
-    maas stage NAME --params params.yaml   run one stage on params.yaml (dvc.yaml does this)
+    maas stage NAME                   run one stage on params.yaml unless dvc.lock says it is up to date,
+                                      then record it in dvc.lock (as dvc repro does; --force runs it anyway)
+    maas stage NAME [overrides]       a one-off run on conf/ + overrides: outputs under runs/<id>/
+                                      (--replace: over the DVC-tracked outputs instead)
+    maas stage NAME --params FILE     run one stage on FILE, nothing skipped or recorded (dvc.yaml does this)
     maas stage train -m model.channels=16,32   sweep through Hydra's multirun (one trial per setting)
     maas stage train -m hparams_search=optuna hydra.sweeper.n_trials=20   Optuna search
     maas stage train -m model.channels=16,32 hydra/launcher=joblib       trials in parallel
     maas sweep promote [SWEEP_DIR]    write the best trial (default: newest sweep) into conf/promoted/
-    maas pipeline [overrides]         run every stage as a Prefect flow
+    maas pipeline [overrides]         every stage as a Prefect flow, the same way (--replace, --force)
     maas data export                  write data/raw from the configured source
     maas dvc-yaml                     regenerate dvc.yaml from the stage registry
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
@@ -57,7 +60,16 @@ def cmd_stage(args) -> None:
         print(json.dumps({k: results[k] for k in ("sweep_dir", "objective", "best", "failed")}, indent=2, default=str))
         print(f"results: {results['sweep_dir']}/results.md")
         return
-    print(json.dumps(stage.run(_cfg(args)), indent=2, default=str))
+    if args.params:  # dvc repro calls this way, and records the outputs itself
+        print(json.dumps(stage.run(_cfg(args)), indent=2, default=str))
+        return
+    from maas import repro, run_config
+    from maas.config import project_root
+
+    chosen = run_config.choose([stage], args.overrides, replace=args.replace)
+    lock = repro.Lock.open(project_root()) if chosen.tracked else None
+    outcome = repro.run_stage(stage, chosen.cfg, lock, force=args.force)
+    print(json.dumps(outcome.summary, indent=2, default=str))
 
 
 def cmd_sweep(args) -> None:
@@ -78,7 +90,7 @@ def cmd_pipeline(args) -> None:
     if not flow_file.exists():
         raise MaasError(f"{flow_file} not found: run maas from the project root")
     pipeline = runpy.run_path(str(flow_file))["pipeline"]
-    state = pipeline(overrides=list(args.overrides), return_state=True)
+    state = pipeline(overrides=list(args.overrides), replace=args.replace, force=args.force, return_state=True)
     if not state.is_completed():
         raise MaasError(f"the pipeline flow run ended {state.name}: {state.message}")
     print(json.dumps(state.result(), indent=2, default=str))
@@ -171,6 +183,12 @@ def at_project_root(args) -> None:
     os.chdir(project_root())
 
 
+def _tracking_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replace", action="store_true",
+                   help="overrides that differ from params.yaml write over the DVC-tracked outputs, not under runs/")
+    p.add_argument("--force", action="store_true", help="run stages that dvc.lock says are up to date")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="maas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -186,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--params", help="read this composed file instead of composing conf/")
     s.add_argument("-m", "--multirun", action="store_true",
                    help="sweep through Hydra's multirun: a=1,2 overrides, hparams_search=..., hydra/launcher=...")
+    _tracking_flags(s)
     s.set_defaults(fn=cmd_stage)
 
     w = sub.add_parser("sweep", help="sweep results: promote the best trial into conf/")
@@ -195,6 +214,7 @@ def parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("pipeline", help="run every stage as a Prefect flow")
     f.add_argument("overrides", nargs="*")
+    _tracking_flags(f)
     f.set_defaults(fn=cmd_pipeline)
 
     d = sub.add_parser("data", help="data helpers")

@@ -21,7 +21,6 @@ def ran(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """The project in a fresh git repo, raw data exported."""
     return git_project(tmp_path_factory.mktemp("project"))
 
 

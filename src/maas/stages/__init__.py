@@ -19,6 +19,11 @@ from maas.errors import ConfigError, MaasError
 _KEY = re.compile(r"\{([a-zA-Z0-9_.]+)\}")
 
 
+def path_keys(templates: tuple[str, ...] | list[str]) -> list[str]:
+    """The `paths.*` keys that a stage's deps or outs templates name."""
+    return sorted({k for t in templates for k in re.findall(r"\{(paths\.[a-z_]+)\}", t)})
+
+
 def expand(template: str, cfg: DictConfig) -> str:
     """Fill `{paths.processed}`-style placeholders from the config."""
 
