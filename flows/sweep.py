@@ -30,7 +30,7 @@ from prefect.states import Failed
 from maas import stages
 from maas.errors import MaasError
 from maas.sweep import check_sweep, expand_overrides, new_sweep_dir
-from maas.trials import cores, run_trial_as_task, summarize
+from maas.trials import cores, require_one_ok, run_trial_as_task, summarize
 
 # The trial already writes its own record; Prefect's result cache would only go stale.
 trial = task(run_trial_as_task, name="trial", task_run_name="trial-{number}", cache_policy=NO_CACHE, retries=0,
@@ -67,14 +67,16 @@ def sweep(stage: str = "train", overrides: list[str] | None = None, dask_address
         n = int(settings.n_workers)
         # One trial per worker process, each with its share of the cores (not every core each).
         runner = DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                                                "dashboard_address": None})
+                                                "dashboard_address": ":0"})  # any free port
         threads = max(1, cores() // n)
     print(f"sweep: {len(trials)} trials of stage {stage} into {folder} on "
           f"{address or f'a LocalCluster of {n} workers'}", flush=True)
     run_trials.with_options(task_runner=runner)(stage, trials, str(folder), threads)
     results = summarize(folder, stage, expected=range(len(trials)))
-    if results["best"] is None and len(results["failed"]) == len(trials):
-        return Failed(message=f"every trial failed; see {folder}/results.md")
+    try:
+        require_one_ok(results)
+    except MaasError as e:
+        return Failed(message=str(e))
     return results
 
 

@@ -77,7 +77,8 @@ def cmd_sweep(args) -> None:
 
     path, overrides = promote(args.sweep_dir)
     print(f"wrote {path}: {' '.join(overrides) or '(no overrides: conf/ defaults)'}")
-    print("`maas compose` now includes them, and `make run` will write params.yaml and retrain with them")
+    print("`maas compose` now includes them, and `make run` will write params.yaml and retrain with them; "
+          f"commit {path.name} to keep them (delete it to go back to conf/'s defaults)")
 
 
 def cmd_pipeline(args) -> None:

@@ -82,9 +82,9 @@ def check_sweep(stage: Stage, overrides: Sequence[str]) -> DictConfig:
         if _is_hydra(key) or (directory / key.replace(".", "/")).is_dir() or o.is_add() or o.is_delete():
             continue
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
-            raise ConfigError(f"sweep key {key} is not in the config these overrides compose "
-                              f"(model={base.model.get('arch')}, trainer.backend={base.trainer.backend}): "
-                              "sweep a group choice with it or drop it")
+            raise ConfigError(f"sweep key {key} is not in the config these overrides compose (model "
+                              f"{base.model.get('arch')}, trainer.backend {base.trainer.backend}): the chosen "
+                              "group options don't declare it; drop it or sweep their own keys")
     return base
 
 
@@ -95,7 +95,7 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
     from hydra.errors import HydraException
 
     from maas.config import conf_dir
-    from maas.trials import summarize
+    from maas.trials import require_one_ok, summarize
 
     check_sweep(stage, overrides)
     given = [o for o in _parse(overrides) if o.key_or_group == "hydra.sweep.dir"]
@@ -114,13 +114,14 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
     results = summarize(sweep_dir, stage.name)
     if failure is not None:
         raise failure
+    require_one_ok(results)
     return results
 
 
 def hydra_task(stage_name: str, cfg: DictConfig) -> float:
     """Hydra's task function for one trial (module level: joblib's workers import it by name).
 
-    Returns the stage's objective, NaN for a failed trial: Optuna records it as failed.
+    Returns the stage's objective; for a failed trial the worst value, so Optuna ranks it last.
     """
     from hydra.core.hydra_config import HydraConfig
 
@@ -129,7 +130,7 @@ def hydra_task(stage_name: str, cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     record = run_trial(stage_name, hc.job.num, list(hc.overrides.task), hc.runtime.output_dir,
                        cfg=cfg, threads=_threads_per_trial(hc))
-    return objective_value(record)
+    return objective_value(record, OmegaConf.select(hc, "sweeper.direction", default="minimize"))
 
 
 def _threads_per_trial(hc: DictConfig) -> int | None:

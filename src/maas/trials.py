@@ -62,7 +62,7 @@ def run_trial(stage_name: str, number: int, overrides: Sequence[str], trial_dir:
 
     trial_dir = Path(trial_dir)
     record = {"number": number, "overrides": list(overrides), "dir": str(trial_dir), "status": "failed",
-              "error": None, "objective": None, "summary": None}
+              "error": None, "objective": None, "summary": None, "torch_threads": threads}
     try:
         stage = stages.get(stage_name)
         cfg = checked(cfg) if cfg is not None else compose(overrides)
@@ -103,14 +103,18 @@ def previous(trial_dir: Path, config_sha256: str) -> dict | None:
     return old if ok else None
 
 
-def objective_value(record: dict) -> float:
-    """The number a sweeper minimizes: NaN for a failed trial or a stage without an objective.
+def objective_value(record: dict, direction: str = "minimize") -> float:
+    """The number a sweeper optimizes; for a failed trial, the worst one (+inf when minimizing).
 
-    Optuna turns NaN into a FAIL trial and goes on (with max_failure_rate 1.0);
+    Not NaN: hydra-optuna-sweeper 1.3 tells Optuna a NaN as a complete trial, Optuna
+    refuses it, and the sweeper's retry as a failed trial (still with the value) raises,
+    ending the whole search. An infinite value is a complete trial ranked last.
     Hydra's basic sweeper ignores the value.
     """
+    worst = -math.inf if "max" in str(direction).lower() else math.inf
     value = record.get("objective")
-    return float(value) if record["status"] == "ok" and isinstance(value, (int, float)) else math.nan
+    ok = record["status"] == "ok" and isinstance(value, (int, float)) and not math.isnan(value)
+    return float(value) if ok else worst
 
 
 def summarize(sweep_dir: str | Path, stage_name: str, expected: Sequence[int] = ()) -> dict:
@@ -148,6 +152,15 @@ def summarize(sweep_dir: str | Path, stage_name: str, expected: Sequence[int] = 
     io.write_json(sweep_dir / f"{RESULTS}.json", results)
     io.write_text(sweep_dir / f"{RESULTS}.md", markdown(results))
     return results
+
+
+def require_one_ok(results: dict) -> None:
+    """A sweep whose every trial failed is a failed sweep: say where the reasons are."""
+    from maas.errors import MaasError
+
+    if results["trials"] and len(results["failed"]) == len(results["trials"]):
+        raise MaasError(f"every trial failed; see {results['sweep_dir']}/results.md "
+                        f"(first error: {results['failed'][0]['error']})")
 
 
 def markdown(results: dict) -> str:

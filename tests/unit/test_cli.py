@@ -21,8 +21,9 @@ def test_sweep_flag_then_overrides_runs_each_trial(tiny_run, tmp_path, monkeypat
     overrides = [o for o in tiny_overrides(tmp_path, tmp_path) if not o.startswith("paths.processed")]
     assert main(["stage", "train", "-m", *overrides, "trainer.epochs=1", "model.channels=4,8",
                  f"paths.processed={cfg.paths.processed}"]) == 0
-    results = io.read_json(tmp_path / "project" / "sweeps" / "train" / "results.json")
-    assert [r["overrides"][-2] for r in results] == ["model.channels=4", "model.channels=8"]
+    (table,) = (tmp_path / "project" / "sweeps" / "train").glob("*/results.json")  # one folder per sweep run
+    results = io.read_json(table)
+    assert [t["overrides"][-2] for t in results["trials"]] == ["model.channels=4", "model.channels=8"]
 
 
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
