@@ -14,6 +14,7 @@ import pytest
 from conftest import BIN, git_project, sh, start, stop, tiny_overrides
 from maas import io
 from maas.config import compose
+from maas.model_files import read_spec
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def project(tmp_path) -> Path:
     so params.yaml is the config it runs. Its outputs go to the copy's own default paths."""
     project = git_project(tmp_path / "project")
     tiny = [o for o in tiny_overrides(project, project / "data" / "raw") if not o.startswith("paths.")]
-    sh(project, "maas", "compose", *tiny, "compress=none")
+    sh(project, "maas", "compose", *tiny, "compress=none", "model.channels=8")
     return project
 
 
@@ -86,8 +87,10 @@ def test_deploy_registers_both_deployments_and_a_worker_runs_the_nightly_one(pre
         stop(worker)
     log = (tmp_path / "worker.log").read_text()
     assert run["state_type"] == "COMPLETED", f"{run['state']}\n{log[-4000:]}"
-    # Every stage wrote its outputs under the project, on the config its params.yaml holds.
+    # Every stage wrote its outputs under the project, on the config its params.yaml holds,
+    # and recorded them in dvc.lock as dvc repro would.
     info = io.read_json(project / "models" / "bento" / "bento.json")
     assert (project / "models" / "bento" / info["archive"]).exists()
-    assert (project / "models" / "trained" / "weights.safetensors").exists()
+    assert read_spec(project / "models" / "trained")["model"]["channels"] == 8
     assert io.read_json(project / "reports" / "metrics.json")["test"]["samples"] == 270
+    assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
