@@ -98,9 +98,14 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
     from maas.trials import require_one_ok, summarize
 
     check_sweep(stage, overrides)
-    given = [o for o in _parse(overrides) if o.key_or_group == "hydra.sweep.dir"]
-    sweep_dir = Path(given[-1].value() if given else sweep_dir or new_sweep_dir(stage.name))
+    parsed = {o.key_or_group: o for o in _parse(overrides)}
+    given = parsed.get("hydra.sweep.dir")
+    sweep_dir = Path(given.value() if given else sweep_dir or new_sweep_dir(stage.name))
     argv = [*overrides] if given else [*overrides, f"hydra.sweep.dir={sweep_dir}"]
+    # Hydra's logging setup (logging.config.dictConfig) closes every handler in the process,
+    # other libraries' included (absl's, pytest's capture); maas prints its own progress.
+    # `hydra/job_logging=default` on the command line turns it back on.
+    argv += [f"{group}=none" for group in ("hydra/job_logging", "hydra/hydra_logging") if group not in parsed]
     print(f"sweep: stage {stage.name} into {sweep_dir}", flush=True)
     failure = None
     try:
