@@ -129,9 +129,9 @@ def cmd_prefect_yaml(args) -> None:
 
 def cmd_deploy(args) -> None:
     from maas.config import compose
-    from maas.deploy import api_url, deploy
+    from maas.deploy import check_server, deploy
 
-    api_url()  # no server to deploy to: say so before touching prefect.yaml
+    check_server()  # no server to deploy to: say so before touching prefect.yaml
     cfg = compose()
     write_prefect_yaml("prefect.yaml", cfg)  # what Prefect registers is what conf/ says now
     deploy(cfg.orchestration.work_pool, Path.cwd())

@@ -18,14 +18,19 @@ START_A_SERVER = ("start one with `prefect server start` (in another terminal) a
                   "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
 
 
-def api_url() -> str:
-    """The API URL Prefect's settings give (environment, profile or prefect.toml), checked first:
-    without one, a Prefect client would start a throwaway server and register nothing lasting."""
+def check_server() -> str:
+    """The API URL Prefect's settings give (environment, profile or prefect.toml), once a server
+    answers there. Checked first: without a URL, a Prefect client would start a throwaway server
+    and register nothing lasting."""
+    from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
     if not url:
         raise MaasError(f"PREFECT_API_URL is not set, so there is no Prefect server to deploy to: {START_A_SERVER}")
+    with get_client(sync_client=True) as client:
+        if (error := client.api_healthcheck()) is not None:
+            raise MaasError(f"no Prefect server answers at PREFECT_API_URL={url} ({error}); {START_A_SERVER}")
     return url
 
 
@@ -49,15 +54,13 @@ def ensure_process_pool(client, name: str) -> bool:
 
 
 def deploy(pool: str, root: Path) -> None:
-    """Register every deployment in `root`/prefect.yaml, on the process work pool `pool`."""
+    """Register every deployment in `root`/prefect.yaml, on the process work pool `pool`
+    (call check_server first)."""
     from prefect.client.orchestration import get_client
 
-    url = api_url()
     with get_client(sync_client=True) as client:
-        if (error := client.api_healthcheck()) is not None:
-            raise MaasError(f"no Prefect server answers at PREFECT_API_URL={url} ({error}); {START_A_SERVER}")
         created = ensure_process_pool(client, pool)
-    print(f"work pool {pool!r} (process) {'created' if created else 'exists'} on {url}", flush=True)
+        print(f"work pool {pool!r} (process) {'created' if created else 'exists'} on {client.api_url}", flush=True)
     # Prefect's own command (with one client fix, see maas.prefect_cli): prefect.yaml means what
     # `prefect deploy` makes of it. --no-prompt: never ask (about remote code storage, saving the
     # config) when run from a terminal.
