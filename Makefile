@@ -1,7 +1,7 @@
 # Quick start:  make run   (set up if needed, run the pipeline, print how to serve)
 #               make test  (set up if needed, run the whole test suite)
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast serve pipeline dvc-files clean
+.PHONY: help setup run test test-fast serve pipeline deploy dvc-files clean
 
 VENV   ?= .venv
 PYTHON ?= python3
@@ -21,7 +21,8 @@ help:
 	@echo "make test-fast  the unit tests only (no dvc repro, Prefect server or bentoml serve)"
 	@echo "make serve      serve the packaged Bento on http://localhost:$(PORT) (make serve PORT=3300)"
 	@echo "make pipeline   run the pipeline as a Prefect flow instead of dvc repro"
-	@echo "make dvc-files  regenerate params.yaml and dvc.yaml from conf/ and the stage registry"
+	@echo "make deploy     register the Prefect deployments (prefect.yaml) on the server in PREFECT_API_URL"
+	@echo "make dvc-files  regenerate params.yaml, dvc.yaml and prefect.yaml from conf/ and the stage registry"
 	@echo "make setup      only create .venv and install the pinned versions"
 	@echo "make clean      delete the pipeline's outputs (DVC's cache keeps them)"
 
@@ -63,10 +64,16 @@ pipeline: $(STAMP) $(RAW)
 	maas compose
 	maas pipeline
 
+# Scheduled runs: the process work pool (created if missing), then maas-nightly and maas-sweep,
+# with the schedule conf/orchestration/ declares. Needs a server: `prefect server start`.
+deploy: $(STAMP)
+	maas deploy
+
 # Regenerate the files derived from conf/ and the stage registry (tests fail when they drift).
 dvc-files: $(STAMP)
 	maas compose
 	maas dvc-yaml
+	maas prefect-yaml
 
 clean:
 	rm -rf data/validated data/processed models reports sweeps outputs multirun

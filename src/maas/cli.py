@@ -13,6 +13,8 @@
     maas pipeline [overrides]         every stage as a Prefect flow, the same way (--replace, --force)
     maas data export                  write data/raw from the configured source
     maas dvc-yaml                     regenerate dvc.yaml from the stage registry
+    maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
+    maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
 """
 
@@ -112,6 +114,29 @@ def cmd_dvc_yaml(args) -> None:
     print(f"wrote {out}")
 
 
+def write_prefect_yaml(out: str, cfg) -> None:
+    from maas import io
+    from maas.prefectfile import render
+
+    print(f"{out} {'updated' if io.update_text(out, render(cfg)) else 'unchanged'}")
+
+
+def cmd_prefect_yaml(args) -> None:
+    from maas.config import compose
+
+    write_prefect_yaml(args.out or "prefect.yaml", compose())
+
+
+def cmd_deploy(args) -> None:
+    from maas.config import compose
+    from maas.deploy import check_server, deploy
+
+    check_server()  # no server to deploy to: say so before touching prefect.yaml
+    cfg = compose()
+    write_prefect_yaml("prefect.yaml", cfg)  # what Prefect registers is what conf/ says now
+    deploy(cfg.orchestration.work_pool, Path.cwd())
+
+
 def cmd_serve(args) -> None:
     import bentoml
     from bentoml.exceptions import NotFound
@@ -201,6 +226,13 @@ def parser() -> argparse.ArgumentParser:
     y = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage registry")
     y.add_argument("--out", help="default: dvc.yaml at the project root")
     y.set_defaults(fn=cmd_dvc_yaml)
+
+    py = sub.add_parser("prefect-yaml", help="regenerate prefect.yaml from conf/orchestration")
+    py.add_argument("--out", help="default: prefect.yaml at the project root")
+    py.set_defaults(fn=cmd_prefect_yaml)
+
+    dp = sub.add_parser("deploy", help="register prefect.yaml's deployments on the server in PREFECT_API_URL")
+    dp.set_defaults(fn=cmd_deploy)
 
     v = sub.add_parser("serve", help="serve the packaged Bento with `bentoml serve`")
     v.add_argument("--params", help="default: params.yaml at the project root")

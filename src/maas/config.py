@@ -89,16 +89,8 @@ def to_params_text(cfg: DictConfig) -> str:
 
 
 def write_params(cfg: DictConfig, path: str | Path = PARAMS_FILE) -> bool:
-    """Write `params.yaml` if its content changed; return whether it did.
-
-    Leaving an unchanged file alone keeps its mtime, so tools watching it stay quiet.
-    """
-    text = to_params_text(cfg)
-    path = Path(path)
-    if path.exists() and path.read_text(encoding="utf-8") == text:
-        return False
-    io.write_text(path, text)
-    return True
+    """Write `params.yaml` if its content changed; return whether it did."""
+    return io.update_text(path, to_params_text(cfg))
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:

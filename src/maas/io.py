@@ -116,6 +116,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def update_text(path: str | os.PathLike, text: str) -> bool:
+    """Write `text` unless the file already holds it; return whether it wrote.
+    An unchanged generated file keeps its mtime, so tools watching it stay quiet."""
+    path = Path(path)
+    if path.exists() and path.read_text(encoding="utf-8") == text:
+        return False
+    write_text(path, text)
+    return True
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -67,3 +67,23 @@ def test_malformed_params_file_is_a_config_error(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("seed: [1\n")
     assert main(["stage", "train", "--params", str(tmp_path / "params.yaml")]) == 2
     assert "is not valid YAML" in capsys.readouterr().err
+
+
+def test_deploy_without_a_server_says_how_to_start_one():
+    import os
+    import subprocess
+
+    from conftest import BIN, ROOT, free_port
+
+    def deploy(**env: str) -> subprocess.CompletedProcess:
+        # A process of its own: Prefect reads its settings once per process.
+        clean = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        return subprocess.run([str(BIN / "maas"), "deploy"], cwd=ROOT, env={**clean, **env},
+                              capture_output=True, text=True, timeout=120)
+
+    unset = deploy()
+    assert unset.returncode == 2 and "PREFECT_API_URL is not set" in unset.stderr, unset.stderr
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    down = deploy(PREFECT_API_URL=url)
+    assert down.returncode == 2, down.stderr
+    assert f"no Prefect server answers at PREFECT_API_URL={url}" in down.stderr and "prefect server start" in down.stderr

@@ -24,6 +24,27 @@ def test_dvc_yaml_matches_stage_registry():
     assert committed == render(compose()), "dvc.yaml drifted from the stage registry: run `make dvc-files`"
 
 
+def test_prefect_yaml_matches_conf():
+    from maas import prefectfile
+
+    committed = (ROOT / "prefect.yaml").read_text(encoding="utf-8")
+    assert committed == prefectfile.render(compose()), "prefect.yaml drifted from conf/: run `make dvc-files`"
+
+
+def test_prefect_yaml_schedules_the_nightly_run_as_conf_says_and_names_real_flows():
+    import yaml
+
+    orch = compose().orchestration
+    deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    assert sorted(deployments) == ["maas-nightly", "maas-sweep"]
+    assert deployments["maas-nightly"]["schedules"] == [
+        {"cron": orch.schedule.cron, "timezone": orch.schedule.timezone, "active": True}]
+    for d in deployments.values():
+        assert d["work_pool"] == {"name": orch.work_pool}
+        path, name = d["entrypoint"].split(":")
+        assert f"def {name}(" in (ROOT / path).read_text(), f"{d['entrypoint']} names no flow function"
+
+
 def test_dvc_yaml_lists_the_six_stages_in_order():
     import yaml
 
