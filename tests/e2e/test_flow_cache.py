@@ -86,5 +86,5 @@ def test_maas_stage_uses_params_yaml_and_a_one_off_config_writes_apart(project, 
     out = sh(project, "maas", "stage", "train")  # back to params.yaml's config: it runs, then records
     assert "stage train: start" in out
     assert read_spec(project / "models" / "trained")["model"]["channels"] == 8
-    sh(project, "maas", "pipeline")  # downstream stages see train's new outputs (bit-identical: seeded)
+    # Seeded training gives the same bytes as before, so nothing downstream is out of date either.
     assert CLEAN in sh(project, "dvc", "status")
