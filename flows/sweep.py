@@ -45,6 +45,15 @@ def run_trials(stage: str, trials: list[list[str]], sweep_dir: str, threads: int
     wait(futures)
 
 
+def this_runs_api() -> str:
+    """The API this flow run reports to. Without PREFECT_API_URL that is a temporary server, and
+    worker processes that weren't told would each start their own and report their trials there."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
 @flow(name="maas-sweep", log_prints=True)
 def sweep(stage: str = "train", overrides: list[str] | None = None, dask_address: str | None = None,
           sweep_dir: str | None = None) -> dict:
@@ -67,7 +76,8 @@ def sweep(stage: str = "train", overrides: list[str] | None = None, dask_address
         n = int(settings.n_workers)
         # One trial per worker process, each with its share of the cores (not every core each).
         runner = DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": True,
-                                                "dashboard_address": ":0"})  # any free port
+                                                "dashboard_address": ":0",  # any free port
+                                                "env": {"PREFECT_API_URL": this_runs_api()}})
         threads = max(1, cores() // n)
     print(f"sweep: {len(trials)} trials of stage {stage} into {folder} on "
           f"{address or f'a LocalCluster of {n} workers'}", flush=True)
