@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from maas.stages import Stage, all_stages, path_keys
+from maas.stages import Stage, all_stages, expand, path_keys
 
 RUNS_ROOT = "runs"
 
@@ -84,12 +84,33 @@ def redirect_outputs(cfg: DictConfig, stages: Sequence[Stage], out_dir: Path) ->
     """Point every output path of `stages` into `out_dir`. An input another of `stages` doesn't write
     stays the tracked one, unless an earlier one-off run with the same config left it in `out_dir`
     (so `maas stage train X` then `maas stage evaluate X` evaluates the one-off model)."""
+    tracked = OmegaConf.create(OmegaConf.to_container(cfg))
     written = {k for s in stages for k in path_keys(s.outs)}
     read = {k for s in stages for k in path_keys(s.deps)} - written
     for key in sorted(written | read):
         target = out_dir / Path(OmegaConf.select(cfg, key)).name
         if key in written or target.exists():
             OmegaConf.update(cfg, key, str(target))
+    _bring_inputs_from_shared_folders(cfg, tracked, stages, written)
+
+
+def _bring_inputs_from_shared_folders(cfg: DictConfig, tracked: DictConfig, stages: Sequence[Stage],
+                                      written: set[str]) -> None:
+    """package reads reports/metrics.json and writes reports/model_card.md: one folder, now moved.
+    An input file there that no earlier stage of this run writes, and no earlier one-off run left,
+    is copied in from the tracked folder, as the rule above reads any other input."""
+    import shutil
+
+    made: set[str] = set()
+    for stage in stages:
+        for dep in stage.deps:
+            if dep in made or not set(path_keys([dep])) & written:
+                continue
+            here, there = Path(expand(dep, cfg)), Path(expand(dep, tracked))
+            if here != there and not here.exists() and there.exists():
+                here.parent.mkdir(parents=True, exist_ok=True)
+                (shutil.copytree if there.is_dir() else shutil.copy2)(there, here)
+        made.update(stage.outs)
 
 
 def _run_id(cfg: DictConfig, changed: Sequence[str]) -> str:
