@@ -79,7 +79,7 @@ def run_stage(stage: Stage, cfg: DictConfig, lock: Lock | None, force: bool = Fa
     `cfg` must be params.yaml's config on the tracked paths (see run_config): that is what
     dvc.lock records. `call` runs the stage (default: `stage.run`).
     """
-    reasons = lock.changes(stage.name) if lock else ["not a DVC project"]
+    reasons = lock.changes(stage.name) if lock else []  # no lock: a one-off run, or not a DVC project
     if lock and not reasons and not force:
         print(f"[maas] stage {stage.name}: up to date with dvc.lock, skipped", flush=True)
         return Outcome({"stage": stage.name, "cached": True}, cached=True)
