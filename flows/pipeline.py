@@ -84,11 +84,12 @@ def pipeline(overrides: list[str] | None = None, stages: list[str] | None = None
     create_markdown_artifact(key="composed-config", markdown=f"```yaml\n{to_params_text(cfg)}```",
                              description=f"overrides: {overrides or []}")
     plain = OmegaConf.to_container(cfg, resolve=True)
-    retries = cfg.orchestration.retries
+    # A params.yaml written before conf/orchestration existed has no retries: none, then.
+    delay_s = float(OmegaConf.select(cfg, "orchestration.retries.delay_s", default=0))
     summaries = {}
     for s in selected:
-        attempts = int(retries.attempts.get(s.name, 0))
-        state = stage_task(s, lock, force, attempts, float(retries.delay_s))(plain, return_state=True)
+        attempts = int(OmegaConf.select(cfg, f"orchestration.retries.attempts.{s.name}", default=0))
+        state = stage_task(s, lock, force, attempts, delay_s)(plain, return_state=True)
         if state.is_failed():
             return Failed(message=state.message)  # the flow run ends with the stage's message; no later stage runs
         summaries[s.name] = state.result()
