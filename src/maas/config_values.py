@@ -35,6 +35,10 @@ def check_values(cfg: DictConfig) -> None:
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     number(cfg, "gates.max_compression_accuracy_drop", -1.0, 1.0)
     number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
+    if OmegaConf.select(cfg, "orchestration.retries") is not None:
+        for key in OmegaConf.select(cfg, "orchestration.retries.attempts", default={}) or {}:
+            number(cfg, f"orchestration.retries.attempts.{key}", 0, 50)  # Prefect's own cap on retry delays
+        number(cfg, "orchestration.retries.delay_s", 0.0, 3600.0)
     batch = OmegaConf.select(cfg, "serve.max_batch_size")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ConfigError(f"serve.max_batch_size={batch!r} must be an integer >= 1")

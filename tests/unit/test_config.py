@@ -179,6 +179,8 @@ def test_outside_a_project_commands_refuse_and_say_where_to_run(tmp_path, monkey
     ("serve.max_batch_size=-5", "serve.max_batch_size=-5 must be an integer >= 1"),
     ("compress.method=int4", "compress.method='int4'"),
     ("gates.min_test_accuracy=97", "gates.min_test_accuracy=97"),
+    ("orchestration.retries.attempts.validate=-1", "orchestration.retries.attempts.validate=-1 must be a number in [0, 50]"),
+    ("orchestration.retries.delay_s=soon", "orchestration.retries.delay_s='soon'"),
 ])
 def test_compose_refuses_bad_values_before_anything_runs(override, named):
     with pytest.raises(ConfigError, match=re.escape(named)):
