@@ -84,9 +84,10 @@ def cmd_sweep(args) -> None:
 def cmd_pipeline(args) -> None:
     import runpy
 
-    from maas.config import compose, conf_dir
+    from maas.config import compose, conf_dir, load_params
 
-    compose(args.overrides)  # a bad override fails here, before Prefect starts a server
+    # A bad override or a missing params.yaml fails here, before Prefect starts a server.
+    compose(args.overrides) if args.overrides else load_params()
     flow_file = conf_dir().parent / "flows" / "pipeline.py"
     if not flow_file.exists():
         raise MaasError(f"{flow_file} not found: run maas from the project root")

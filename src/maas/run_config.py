@@ -41,15 +41,12 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _read_by_some_stage(key: str) -> bool:
-    reads = {p for s in all_stages() for p in s.params} | {"paths"}
-    return any(key == p or key.startswith(p + ".") for p in reads)
-
-
 def differences(a: DictConfig, b: DictConfig) -> list[str]:
     """Keys some stage reads whose values differ between two composed configs."""
+    reads = tuple({p for s in all_stages() for p in s.params} | {"paths"})
     fa, fb = (flatten(OmegaConf.to_container(c, resolve=True)) for c in (a, b))
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and _read_by_some_stage(k))
+    return sorted(k for k in fa.keys() | fb.keys()
+                  if fa.get(k) != fb.get(k) and any(k == p or k.startswith(p + ".") for p in reads))
 
 
 def choose(stages: Sequence[Stage], overrides: Sequence[str], replace: bool = False) -> RunConfig:
