@@ -19,6 +19,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.compression import METHODS
     from maas.data.preprocessor import KINDS, RAW_DTYPES
     from maas.errors import ConfigError
+    from maas.serving.settings import ServeSettings
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
@@ -39,6 +40,4 @@ def check_values(cfg: DictConfig) -> None:
         for key in OmegaConf.select(cfg, "orchestration.retries.attempts", default={}) or {}:
             number(cfg, f"orchestration.retries.attempts.{key}", 0, 50)  # Prefect's own cap on retry delays
         number(cfg, "orchestration.retries.delay_s", 0.0, 3600.0)
-    batch = OmegaConf.select(cfg, "serve.max_batch_size")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"serve.max_batch_size={batch!r} must be an integer >= 1")
+    ServeSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True))

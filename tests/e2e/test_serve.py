@@ -124,7 +124,7 @@ def test_every_bad_request_gets_400_and_one_error_shape(served, case):
 
 
 def test_too_large_a_batch_is_refused(served):
-    limit = served["cfg"].serve.max_batch_size
+    limit = served["cfg"].serve.max_request_images
     r = predict(served["url"], {"images": [[[0] * 8] * 8] * (limit + 1)})
     assert r.status_code == 400
     assert r.json() == {"error": f"images holds {limit + 1} images; at most {limit} per request"}

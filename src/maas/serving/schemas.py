@@ -53,7 +53,7 @@ class ImageSpec:
     low: float
     high: float
     dtype: str                   # "int" | "float", as the preprocessor recorded it
-    max_batch_size: int
+    max_request_images: int
 
     @property
     def types(self) -> frozenset[type]:
@@ -105,8 +105,8 @@ def to_batch(images, spec: ImageSpec) -> np.ndarray:
 def _check_count(images, spec: ImageSpec) -> None:
     if not isinstance(images, list) or not images:
         raise BadRequest(f"images must be a non-empty list of images shaped {_expected(spec)}")
-    if len(images) > spec.max_batch_size:
-        raise BadRequest(f"images holds {len(images)} images; at most {spec.max_batch_size} per request")
+    if len(images) > spec.max_request_images:
+        raise BadRequest(f"images holds {len(images)} images; at most {spec.max_request_images} per request")
 
 
 def _expected(spec: ImageSpec) -> str:

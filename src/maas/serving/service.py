@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from maas.serving import BENTO_MODEL_SUBDIR
 from maas.serving.middleware import CHECKED_BATCH, CheckRequests, DocumentErrors, reject
+from maas.serving.settings import ServeSettings
 from maas.serving.schemas import IMAGES, BadRequest, ImageSpec, PredictResponse, to_batch
 
 with bentoml.importing():
@@ -42,12 +43,14 @@ class ServiceArgs(BaseModel):
 ARGS = bentoml.use_arguments(ServiceArgs)
 
 
-def load_spec(root: Path) -> tuple[Preprocessor, ImageSpec]:
-    """The preprocessor and what a request may send, from the model's files."""
+def load_spec(root: Path) -> tuple[Preprocessor, ImageSpec, ServeSettings]:
+    """The preprocessor, what a request may send and the serving settings, from the model's files
+    (settings overridden by MAAS_SERVE_* in the environment)."""
     pre = Preprocessor.load(root / "preprocessor.json")
     with open(root / "serve.json", encoding="utf-8") as f:
-        max_batch_size = int(json.load(f)["max_batch_size"])
-    return pre, ImageSpec(pre.image_shape, pre.raw_min, pre.raw_max, pre.raw_dtype, max_batch_size)
+        settings = ServeSettings.from_mapping(json.load(f)).with_env()
+    return pre, ImageSpec(pre.image_shape, pre.raw_min, pre.raw_max, pre.raw_dtype,
+                          settings.max_request_images), settings
 
 
 @bentoml.service(name="maas-digits", traffic={"timeout": 30}, workers=1, resources={"cpu": "1"})
@@ -61,7 +64,7 @@ class DigitsService:
         # model_files checks the weights' sha256 and builds the architecture by name: the
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
-        self.preprocessor, self.image_spec = load_spec(root)
+        self.preprocessor, self.image_spec, self.settings = load_spec(root)
         print(f"maas: loaded {self.bento_model.tag} ({self.model.spec['backend']} {self.model.spec['model']['arch']}, "
               f"compression={model_files.compression_method(self.model.spec)})", flush=True)
 
