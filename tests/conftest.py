@@ -176,3 +176,36 @@ def prefect_server(prefect_home):
         yield url
     finally:
         stop(proc)
+
+
+def without_venv_on_path() -> dict[str, str]:
+    """The environment of a shell that never activated the venv: `bentoml` is not on PATH."""
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != BIN.resolve()]
+    return {**os.environ, "PATH": os.pathsep.join(path)}
+
+
+@pytest.fixture(scope="session")
+def served(tiny_run, tmp_path_factory):
+    """`<venv>/bin/maas serve` as a user types it: from a project's subfolder, whose params.yaml names
+    the Bento folder relatively, with an empty BentoML store and without the venv on PATH."""
+    from omegaconf import OmegaConf
+
+    from maas.config import write_params
+
+    cfg, summaries = tiny_run
+    work = tmp_path_factory.mktemp("serve")
+    project = make_project(work / "project")
+    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
+    local = OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}})
+    write_params(local, project / "params.yaml")
+    env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml")}
+    assert shutil.which("bentoml", path=env["PATH"]) != str(BIN / "bentoml")
+    port = free_port()
+    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env,
+                 cwd=project / "conf")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
+        yield {"url": f"http://127.0.0.1:{port}", "home": work / "bentoml", "cfg": cfg,
+               "bento_tag": summaries["package"]["bento_tag"], "log": work / "serve.log"}
+    finally:
+        stop(proc)

@@ -12,11 +12,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from conftest import BIN, ROOT, free_port, make_project, start, stop, wait_http
+from conftest import BIN, ROOT, free_port, start, stop, wait_http, without_venv_on_path
 from maas import io
-from maas.config import write_params
 
 pytestmark = pytest.mark.slow
 
@@ -24,35 +22,6 @@ README_IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 
                 [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
                 [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]
 PIXELS = "pixels must be integers in [0, 16] (the raw data's type and range)"
-
-
-def without_venv_on_path() -> dict[str, str]:
-    """The environment of a shell that never activated the venv: `bentoml` is not on PATH."""
-    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != BIN.resolve()]
-    return {**os.environ, "PATH": os.pathsep.join(path)}
-
-
-@pytest.fixture(scope="module")
-def served(tiny_run, tmp_path_factory):
-    """`<venv>/bin/maas serve` as a user types it: from a project's subfolder, whose params.yaml names
-    the Bento folder relatively, with an empty BentoML store and without the venv on PATH."""
-    cfg, summaries = tiny_run
-    work = tmp_path_factory.mktemp("serve")
-    project = make_project(work / "project")
-    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
-    local = OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}})
-    write_params(local, project / "params.yaml")
-    env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml")}
-    assert shutil.which("bentoml", path=env["PATH"]) != str(BIN / "bentoml")
-    port = free_port()
-    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env,
-                 cwd=project / "conf")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-        yield {"url": f"http://127.0.0.1:{port}", "home": work / "bentoml", "cfg": cfg,
-               "bento_tag": summaries["package"]["bento_tag"], "log": work / "serve.log"}
-    finally:
-        stop(proc)
 
 
 def predict(url: str, body) -> httpx.Response:
