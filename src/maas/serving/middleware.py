@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from maas.serving.schemas import BadRequest, ErrorResponse, parse_body
 
 logger = logging.getLogger("maas.serving")
-CHECKED_BATCH = "maas_checked_batch"  # request.state key: the float32 rows CheckRequests made of the body
+CHECKED = "maas_checked_request"  # request.state key: the schemas.Checked CheckRequests made of the body
 
 
 def reject(error: BadRequest) -> JSONResponse:
@@ -50,11 +50,11 @@ class CheckRequests:
         body = await _read_body(receive)
         try:
             _check_media_type(scope)
-            batch = parse_body(body, spec)
+            checked = parse_body(body, spec)
         except BadRequest as e:
             return await reject(e)(scope, receive, send)
-        # Hand the checked batch to the API (request.state), so it isn't checked a second time.
-        scope.setdefault("state", {})[CHECKED_BATCH] = batch
+        # Hand the checked request to the API (request.state), so it isn't checked a second time.
+        scope.setdefault("state", {})[CHECKED] = checked
         await self.app(scope, _replay(body, receive), send)
 
 

@@ -23,13 +23,40 @@ IMAGES = Field(
 )
 
 
+RETURN_PROBABILITIES = Field(True, description="false: leave out the per-image probabilities (smaller answers).")
+
+
 class PredictResponse(BaseModel):
+    # Lists, never null: BentoML's typed client can't decode a null where its schema has an array.
     classes: list[int] = Field(description="The predicted class of each image, in request order.")
-    probabilities: list[list[float]] = Field(description="Per-image class probabilities.")
-    anomaly_scores: list[float] | None = Field(None, description="Per-image reconstruction error (mean squared, "
-                                               "on the preprocessed scale) for models that reconstruct their input "
-                                               "(model=autoencoder); higher is less like the training data. "
-                                               "null for other models.")
+    probabilities: list[list[float]] = Field(description="Per-image class probabilities; empty when the request "
+                                             "says \"return_probabilities\": false.")
+    anomaly_scores: list[float] = Field(description="Per-image reconstruction error (mean squared, on the "
+                                        "preprocessed scale) for models that reconstruct their input "
+                                        "(model=autoencoder); higher is less like the training data. Empty for "
+                                        "other models.")
+
+
+@dataclass(frozen=True)
+class DocumentedImages:
+    """Annotation that makes the OpenAPI document (serialization mode) describe the images exactly:
+    nesting, sizes, pixel type and range. The validation-mode schema, which BentoML's own client
+    reads to send numpy arrays, keeps BentoML's tensor description."""
+
+    shape: tuple[int, ...]   # one image, without the batch axis: (H, W) or (C, H, W)
+    low: float
+    high: float
+    integer: bool
+
+    def __get_pydantic_json_schema__(self, schema, handler):
+        value = handler(schema)
+        if handler.mode == "validation":
+            return value
+        node = {"type": "integer" if self.integer else "number", "minimum": self.low, "maximum": self.high}
+        for size in reversed(self.shape):
+            node = {"type": "array", "minItems": size, "maxItems": size, "items": node}
+        value.update(type="array", minItems=1, items=node)
+        return value
 
 
 class ErrorResponse(BaseModel):
@@ -71,8 +98,19 @@ class ImageSpec:
         return f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
 
 
-def parse_body(body: bytes, spec: ImageSpec) -> np.ndarray:
-    """A raw `/predict` request body -> float32 rows of C*H*W raw values, or BadRequest."""
+@dataclass(frozen=True)
+class Checked:
+    """A /predict request that passed every check: its images as float32 rows, and its options."""
+
+    rows: np.ndarray
+    return_probabilities: bool = True
+
+
+FIELDS = ("images", "return_probabilities")
+
+
+def parse_body(body: bytes, spec: ImageSpec) -> Checked:
+    """A raw `/predict` request body -> its checked rows and options, or BadRequest."""
     from pydantic_core import from_json
 
     try:
@@ -82,9 +120,18 @@ def parse_body(body: bytes, spec: ImageSpec) -> np.ndarray:
         raise BadRequest(f'the body is not valid JSON ({e}); send {{"images": [...]}}') from None
     if not isinstance(payload, dict) or "images" not in payload:
         raise BadRequest('the body must be a JSON object with the field "images": {"images": [...]}')
-    if extra := sorted(payload.keys() - {"images"}):
-        raise BadRequest(f'unknown field(s) {", ".join(map(json.dumps, extra))}; the body is {{"images": [...]}}')
-    return to_batch(payload["images"], spec)
+    if extra := sorted(payload.keys() - set(FIELDS)):
+        raise BadRequest(f'unknown field(s) {", ".join(map(json.dumps, extra))}; the body is '
+                         f'{{"images": [...], "return_probabilities": true|false (optional)}}')
+    return Checked(to_batch(payload["images"], spec), _return_probabilities(payload))
+
+
+def _return_probabilities(payload: dict) -> bool:
+    """The request's return_probabilities (default true), which must be a JSON boolean."""
+    value = payload.get("return_probabilities", True)
+    if not isinstance(value, bool):
+        raise BadRequest(f"return_probabilities is {_show(value)}; it must be true or false")
+    return value
 
 
 def to_batch(images, spec: ImageSpec) -> np.ndarray:

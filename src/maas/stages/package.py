@@ -67,14 +67,15 @@ def service_requirements(backend: str) -> str:
                    for name in (*BACKEND_PACKAGES[backend], *SERVICE_PACKAGES))
 
 
-def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str) -> str:
+def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str, args: dict[str, str]) -> str:
+    """Build the Bento from a staging copy of src/maas; `args` are the service's ServiceArgs besides the tag."""
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (Path(ctx) / "requirements.txt").write_text(service_requirements(backend))
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
-                                               args={"model_tag": model_tag})
+                                               args={"model_tag": model_tag, **args})
     return str(bento.tag)
 
 
@@ -82,6 +83,7 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str) 
 def run(cfg: DictConfig) -> dict:
     import bentoml
 
+    from maas.data.preprocessor import Preprocessor
     from maas.model_files import MODEL_FILE, read_spec
     from maas.model_card import build_card, render_markdown
 
@@ -102,8 +104,11 @@ def run(cfg: DictConfig) -> dict:
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
     card["model_tag"] = model_tag
     print(f"package: model {model_tag}; building Bento", flush=True)
+    pre = Preprocessor.load(Path(cfg.paths.processed) / PREPROCESSOR_FILE)
+    service_args = {"image_shape": ",".join(map(str, pre.image_shape)), "pixel_dtype": pre.raw_dtype,
+                    "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}", "workers": str(cfg.serve.workers)}
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
-                            spec["backend"])
+                            spec["backend"], service_args)
 
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
