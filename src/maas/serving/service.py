@@ -20,7 +20,7 @@ from pathlib import Path
 import bentoml
 from pydantic import BaseModel
 
-from maas.serving import BENTO_MODEL_SUBDIR
+from maas.serving import BENTO_MODEL_SUBDIR, metadata
 from maas.serving.middleware import CHECKED_BATCH, CheckRequests, DocumentErrors, reject
 from maas.serving.settings import ServeSettings
 from maas.serving.schemas import IMAGES, BadRequest, ImageSpec, PredictResponse, to_batch
@@ -65,6 +65,8 @@ class DigitsService:
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
+        self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
+                                       spec=self.image_spec)
         print(f"maas: loaded {self.bento_model.tag} ({self.model.spec['backend']} {self.model.spec['model']['arch']}, "
               f"compression={model_files.compression_method(self.model.spec)})", flush=True)
 
@@ -88,5 +90,6 @@ class DigitsService:
                                anomaly_scores=None if out.anomaly is None else out.anomaly.astype(float).round(6).tolist())
 
 
+DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML's own APIs are POST)
 DigitsService.add_asgi_middleware(DocumentErrors)
 DigitsService.add_asgi_middleware(CheckRequests, route=DigitsService.apis["predict"].route)
