@@ -15,6 +15,7 @@ import logging
 import bentoml
 from starlette.responses import JSONResponse
 
+from maas.serving.metrics import count_rejection
 from maas.serving.schemas import BadRequest, ErrorResponse, parse_body
 
 logger = logging.getLogger("maas.serving")
@@ -24,6 +25,7 @@ CHECKED_BATCH = "maas_checked_batch"  # request.state key: the float32 rows Chec
 def reject(error: BadRequest) -> JSONResponse:
     """The one answer to a request the model can't take: 400, ErrorResponse, one warning line."""
     logger.warning("refused a /predict request: %s", error)
+    count_rejection(error.reason)
     return JSONResponse(ErrorResponse(error=str(error)).model_dump(), status_code=400)
 
 
@@ -63,7 +65,7 @@ def _check_media_type(scope) -> None:
     media_type = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip()
     # BentoML reads form and pickle bodies with other parsers than the JSON one parse_body checks.
     if media_type != "application/json":
-        raise BadRequest(f"content-type must be application/json, got {media_type}")
+        raise BadRequest(f"content-type must be application/json, got {media_type}", "content_type")
 
 
 async def _read_body(receive) -> bytes:

@@ -20,7 +20,7 @@ from pathlib import Path
 import bentoml
 from pydantic import BaseModel
 
-from maas.serving import BENTO_MODEL_SUBDIR, metadata
+from maas.serving import BENTO_MODEL_SUBDIR, metadata, metrics
 from maas.serving.middleware import CHECKED_BATCH, CheckRequests, DocumentErrors, reject
 from maas.serving.settings import ServeSettings
 from maas.serving.schemas import IMAGES, BadRequest, ImageSpec, PredictResponse, to_batch
@@ -67,6 +67,7 @@ class DigitsService:
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
         self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
                                        spec=self.image_spec)
+        metrics.start(model_tag=self.card.model_tag, bento_tag=self.card.bento_tag, classes=self.card.classes)
         print(f"maas: loaded {self.bento_model.tag} ({self.model.spec['backend']} {self.model.spec['model']['arch']}, "
               f"compression={model_files.compression_method(self.model.spec)})", flush=True)
 
@@ -86,7 +87,9 @@ class DigitsService:
             except BadRequest as e:
                 return reject(e)
         out = self.model.predictor.predict(self.preprocessor.transform(raw))
-        return PredictResponse(classes=out.proba.argmax(1).tolist(), probabilities=out.proba.astype(float).round(6).tolist(),
+        classes = out.proba.argmax(1).tolist()
+        metrics.count_predictions(classes)
+        return PredictResponse(classes=classes, probabilities=out.proba.astype(float).round(6).tolist(),
                                anomaly_scores=None if out.anomaly is None else out.anomaly.astype(float).round(6).tolist())
 
 
