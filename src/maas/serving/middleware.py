@@ -16,6 +16,7 @@ import bentoml
 from starlette.responses import JSONResponse
 
 from maas.serving.metrics import count_rejection
+from maas.serving.openapi import document
 from maas.serving.schemas import BadRequest, ErrorResponse, parse_body
 
 logger = logging.getLogger("maas.serving")
@@ -123,4 +124,5 @@ class DocumentErrors:
         for name in ("InvalidArgument", "InternalServerError"):  # what the 400 and 500 responses refer to
             if name in schemas:
                 schemas[name] = {**ErrorResponse.model_json_schema(), "title": name}
+        document(doc, getattr(bentoml.get_current_service(), "image_spec", None))
         await JSONResponse(doc)(scope, receive, send)

@@ -15,11 +15,16 @@ from operator import getitem
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+# A zero from scikit-learn's digits, as data/raw holds it (8x8 integers 0..16).
+EXAMPLE_IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
+                 [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
+                 [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]
+
 IMAGES = Field(
     description="A batch of raw images as nested lists of pixel values of the same type and range as in "
     "data/raw (for digits: JSON integers 0..16): shape [N, H, W] for single-channel images "
     "(e.g. [N, 8, 8] for digits) or [N, C, H, W].",
-    examples=[[[[0, 0, 5, 13, 9, 1, 0, 0]] * 8]],
+    examples=[[EXAMPLE_IMAGE]],  # one example value: a batch of one image
 )
 
 
