@@ -15,6 +15,8 @@ import logging
 import bentoml
 from starlette.responses import JSONResponse
 
+from maas.serving.metrics import count_rejection
+from maas.serving.openapi import document
 from maas.serving.schemas import BadRequest, ErrorResponse, parse_body
 
 logger = logging.getLogger("maas.serving")
@@ -24,6 +26,7 @@ CHECKED = "maas_checked_request"  # request.state key: the schemas.Checked Check
 def reject(error: BadRequest) -> JSONResponse:
     """The one answer to a request the model can't take: 400, ErrorResponse, one warning line."""
     logger.warning("refused a /predict request: %s", error)
+    count_rejection(error.reason)
     return JSONResponse(ErrorResponse(error=str(error)).model_dump(), status_code=400)
 
 
@@ -63,7 +66,7 @@ def _check_media_type(scope) -> None:
     media_type = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip()
     # BentoML reads form and pickle bodies with other parsers than the JSON one parse_body checks.
     if media_type != "application/json":
-        raise BadRequest(f"content-type must be application/json, got {media_type}")
+        raise BadRequest(f"content-type must be application/json, got {media_type}", "content_type")
 
 
 async def _read_body(receive) -> bytes:
@@ -121,4 +124,5 @@ class DocumentErrors:
         for name in ("InvalidArgument", "InternalServerError"):  # what the 400 and 500 responses refer to
             if name in schemas:
                 schemas[name] = {**ErrorResponse.model_json_schema(), "title": name}
+        document(doc, getattr(bentoml.get_current_service(), "image_spec", None))
         await JSONResponse(doc)(scope, receive, send)

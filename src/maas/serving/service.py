@@ -24,7 +24,7 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
 from maas.errors import ArtifactError
-from maas.serving import BENTO_MODEL_SUBDIR
+from maas.serving import BENTO_MODEL_SUBDIR, metadata, metrics
 from maas.serving.batching import Batcher
 from maas.serving.middleware import CHECKED, CheckRequests, DocumentErrors, reject
 from maas.serving.schemas import (IMAGES, RETURN_PROBABILITIES, BadRequest, Checked, DocumentedImages, ImageSpec,
@@ -89,6 +89,9 @@ class DigitsService:
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
         self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms)
+        self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
+                                       spec=self.image_spec)
+        metrics.start(model_tag=self.card.model_tag, bento_tag=self.card.bento_tag, classes=self.card.classes)
         print(f"maas: loaded {self.bento_model.tag} ({self.model.spec['backend']} {self.model.spec['model']['arch']}, "
               f"compression={model_files.compression_method(self.model.spec)}); batching up to "
               f"{self.settings.max_batch_size} images, waiting up to {self.settings.max_latency_ms:g} ms", flush=True)
@@ -115,11 +118,14 @@ class DigitsService:
             except BadRequest as e:
                 return reject(e)
         proba, anomaly = await self.batcher.run(checked.rows)
-        return PredictResponse(classes=proba.argmax(1).tolist(),
+        classes = proba.argmax(1).tolist()
+        metrics.count_predictions(classes)
+        return PredictResponse(classes=classes,
                                probabilities=proba.astype(float).round(6).tolist() if checked.return_probabilities
                                else [],
                                anomaly_scores=[] if anomaly is None else anomaly.astype(float).round(6).tolist())
 
 
+DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML's own APIs are POST)
 DigitsService.add_asgi_middleware(DocumentErrors)
 DigitsService.add_asgi_middleware(CheckRequests, route=DigitsService.apis["predict"].route)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maas import io
 from maas.serving import BENTO_MODEL_SUBDIR
+from maas.serving.metadata import CARD_FILE
 from maas.stages import Stage, stage_entry
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import METRICS_FILE
@@ -24,7 +25,7 @@ from maas.stages.preprocess import PREPROCESSOR_FILE
 from maas.stages.validate import RESULT_FILE
 
 BENTO_FILE = "bento.json"
-CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
+CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image),
 # and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
