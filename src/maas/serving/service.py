@@ -88,7 +88,8 @@ class DigitsService:
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
-        self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms)
+        self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms,
+                               on_batch=metrics.observe_batch)
         self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
                                        spec=self.image_spec)
         metrics.start(model_tag=self.card.model_tag, bento_tag=self.card.bento_tag, classes=self.card.classes)
