@@ -202,6 +202,8 @@ def at_project_root(args) -> None:
     for name in ("params", "out", "sweep_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if keys_file := os.environ.get("MAAS_API_KEYS_FILE"):  # so does the keys file `maas serve` passes on
+        os.environ["MAAS_API_KEYS_FILE"] = str(Path(keys_file).resolve())
     os.chdir(project_root())
 
 

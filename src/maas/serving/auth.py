@@ -65,7 +65,7 @@ class RequireKey:
         if self.keys is None:
             logger.warning("no API keys (neither MAAS_API_KEYS_FILE nor MAAS_API_KEYS is set): every route is open")
             return
-        logger.info("%s", self.keys.describe())
+        print(f"maas: {self.keys.describe()}", flush=True)  # as the service's startup line (INFO isn't shown)
         if not self.keys.digests and not self.keys.plain:
             logger.warning("%s holds no keys yet: every keyed request gets 401 until one is added", self.keys.path)
 
@@ -74,8 +74,10 @@ class RequireKey:
             return await self._startup(scope, receive, send)
         if self.keys is _UNLOADED:  # a server that skipped the lifespan: load now, failing closed
             self.load()
+        path = scope.get("path", "")
+        # The service's settings are looked up for /metrics only.
         if self.keys is None or scope["type"] not in ("http", "websocket") \
-                or is_open(scope["path"], scope["path"] == "/metrics" and _metrics_require_key()):
+                or is_open(path, path == "/metrics" and _metrics_require_key()):
             return await self.app(scope, receive, send)
         key = bearer(scope)
         if key is not None and self.keys.accepts(key):

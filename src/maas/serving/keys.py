@@ -133,7 +133,8 @@ class Keys:
         except ConfigError as e:
             logger.error("%s; keeping the %d keys read before", e, len(self.digests))
             return
-        logger.info("re-read %s: %d keys (was %d)", self.path, len(digests), len(self.digests))
+        # print, as the service's startup line: BentoML's server logging shows WARNING and up only.
+        print(f"maas: re-read {self.path}: {len(digests)} keys (was {len(self.digests)})", flush=True)
         self.digests = digests
 
     def accepts(self, key: str) -> bool:
