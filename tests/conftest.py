@@ -187,6 +187,9 @@ def without_venv_on_path() -> dict[str, str]:
     return {**os.environ, "PATH": os.pathsep.join(path)}
 
 
+SERVED_BODY_TIMEOUT_S = 2.0
+
+
 @pytest.fixture(scope="session")
 def served(tiny_run, tmp_path_factory):
     """`<venv>/bin/maas serve` as a user types it: from a project's subfolder, whose params.yaml names
@@ -205,8 +208,11 @@ def served(tiny_run, tmp_path_factory):
     write_params(local, project / "params.yaml")
     keys_file = work / "api-keys.txt"
     keys_file.write_text(f"{hash_key(SERVE_KEY)}  # tests\n")
+    # A short body timeout (the Bento's own is 10 s) so the slow-client tests get their 408 quickly;
+    # it also shows that MAAS_SERVE_* reaches a built Bento.
     env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml"),
-           "MAAS_API_KEYS_FILE": "../../api-keys.txt"}  # relative to where `maas serve` is typed: project/conf
+           "MAAS_API_KEYS_FILE": "../../api-keys.txt",  # relative to where `maas serve` is typed: project/conf
+           "MAAS_SERVE_BODY_TIMEOUT_S": str(SERVED_BODY_TIMEOUT_S)}
     assert shutil.which("bentoml", path=env["PATH"]) != str(BIN / "bentoml")
     port = free_port()
     proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env,
@@ -215,6 +221,6 @@ def served(tiny_run, tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
         yield {"url": f"http://127.0.0.1:{port}", "home": work / "bentoml", "cfg": cfg,
                "bento_tag": summaries["package"]["bento_tag"], "log": work / "serve.log", "keys_file": keys_file,
-               "key": SERVE_KEY, "headers": SERVE_AUTH}
+               "key": SERVE_KEY, "headers": SERVE_AUTH, "body_timeout_s": SERVED_BODY_TIMEOUT_S}
     finally:
         stop(proc)

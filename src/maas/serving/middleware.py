@@ -15,6 +15,7 @@ import logging
 import bentoml
 from starlette.responses import JSONResponse
 
+from maas.serving.limits import read_body
 from maas.serving.metrics import count_rejection
 from maas.serving.openapi import document
 from maas.serving.schemas import BadRequest, ErrorResponse, parse_body
@@ -47,10 +48,13 @@ class CheckRequests:
             return await self.app(scope, receive, send)
         # The spec is the service instance's, which BentoML creates after this middleware; before
         # that, BentoML answers on its own that the service isn't ready.
-        spec = getattr(bentoml.get_current_service(), "image_spec", None)
+        service = bentoml.get_current_service()
+        spec = getattr(service, "image_spec", None)
         if spec is None:
             return await self.app(scope, receive, send)
-        body = await _read_body(receive)
+        body = await read_body(scope, receive, send, service.settings)  # None: answered (413, 408) or dropped
+        if body is None:
+            return
         try:
             _check_media_type(scope)
             checked = parse_body(body, spec)
@@ -67,17 +71,6 @@ def _check_media_type(scope) -> None:
     # BentoML reads form and pickle bodies with other parsers than the JSON one parse_body checks.
     if media_type != "application/json":
         raise BadRequest(f"content-type must be application/json, got {media_type}", "content_type")
-
-
-async def _read_body(receive) -> bytes:
-    chunks, more = [], True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    return b"".join(chunks)
 
 
 def _replay(body: bytes, receive):

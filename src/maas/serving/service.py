@@ -29,6 +29,7 @@ from maas.errors import ArtifactError
 from maas.serving import BENTO_MODEL_SUBDIR, metadata, metrics
 from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
+from maas.serving.limits import check_timeouts
 from maas.serving.middleware import CHECKED, CheckRequests, DocumentErrors, reject
 from maas.serving.schemas import (IMAGES, RETURN_PROBABILITIES, BadRequest, Checked, DocumentedImages, ImageSpec,
                                   PredictResponse, to_batch)
@@ -91,6 +92,7 @@ class DigitsService:
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
+        check_timeouts(self.settings, DigitsService.config.get("traffic", {}).get("timeout"))
         self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms,
                                on_batch=metrics.observe_batch)
         self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
