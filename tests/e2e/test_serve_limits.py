@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from urllib.parse import urlsplit
 
 import httpx
@@ -195,3 +196,19 @@ def test_requests_are_answered_while_slow_clients_and_a_large_body_are_in_flight
         for sock in [*stalled, large]:
             sock.close()
     assert_no_server_errors(served, offset)
+
+
+def endpoint_labels(url: str) -> set[str]:
+    return set(re.findall(r'endpoint="([^"]*)"', httpx.get(f"{url}/metrics", timeout=30).text))
+
+
+def test_unknown_paths_add_no_metric_series(served):
+    before = endpoint_labels(served["url"])
+    with httpx.Client(base_url=served["url"], timeout=30) as client:
+        for _ in range(25):
+            assert client.get(f"/{uuid.uuid4().hex}").status_code == 404
+            assert client.post(f"/predict/{uuid.uuid4().hex}", json={}).status_code == 404
+            assert client.get(f"/static_content/{uuid.uuid4().hex}").status_code == 404
+    after = endpoint_labels(served["url"])
+    assert "(unknown)" in after
+    assert after - before <= {"(unknown)", "/static_content"}, after - before

@@ -26,7 +26,7 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
 from maas.errors import ArtifactError
-from maas.serving import BENTO_MODEL_SUBDIR, metadata, metrics
+from maas.serving import BENTO_MODEL_SUBDIR, metadata, metric_paths, metrics
 from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
 from maas.serving.limits import check_timeouts
@@ -132,6 +132,7 @@ class DigitsService:
                                anomaly_scores=[] if anomaly is None else anomaly.astype(float).round(6).tolist())
 
 
+metric_paths.label_unknown_paths_as_one()  # before BentoML builds the app, in `maas serve` and `bentoml serve` alike
 DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML's own APIs are POST)
 # Starlette wraps middlewares in the order added, the first outermost: RequireKey refuses a
 # request without a valid key before CheckRequests reads its body.
