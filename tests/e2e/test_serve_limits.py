@@ -212,3 +212,10 @@ def test_unknown_paths_add_no_metric_series(served):
     after = endpoint_labels(served["url"])
     assert "(unknown)" in after
     assert after - before <= {"(unknown)", "/static_content"}, after - before
+
+
+def test_the_openapi_document_lists_413_and_408(served):
+    responses = httpx.get(f"{served['url']}/docs.json", timeout=30).json()["paths"]["/predict"]["post"]["responses"]
+    for status in ("408", "413"):
+        schema = responses[status]["content"]["application/json"]["schema"]
+        assert schema["properties"].keys() == {"error"} and schema["required"] == ["error"], schema

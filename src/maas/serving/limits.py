@@ -43,6 +43,15 @@ class ClientGone(Exception):
     """The client disconnected before sending its whole body."""
 
 
+# The answers of read_body, for the OpenAPI document of the route it guards.
+RESPONSES = {
+    "408": {"description": "The body was not received in full within serve.body_timeout_s; the connection is closed",
+            "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}},
+    "413": {"description": "The body is larger than serve.max_body_bytes; the connection is closed",
+            "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}}},
+}
+
+
 def check_timeouts(settings: ServeSettings, traffic_timeout: float | None) -> None:
     """Refuse a body timeout BentoML's traffic timeout would pre-empt: its 504 would answer a slow client first."""
     if traffic_timeout and settings.body_timeout_s >= traffic_timeout:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from maas.serving import limits
 from maas.serving.metadata import ROUTE as METADATA_ROUTE, MetadataResponse
 from maas.serving.schemas import EXAMPLE_IMAGE, ImageSpec
 
@@ -42,7 +43,14 @@ def document(doc: dict[str, Any], spec: ImageSpec | None, predict_route: str = "
         "responses": {"200": {"description": "The model card", "content": {
             "application/json": {"schema": {"$ref": REF.format(model=MetadataResponse.__name__)}}}}},
     }}
-    body = doc["paths"].get(predict_route, {}).get("post", {}).get("requestBody", {}).get("content", {})
+    predict = doc["paths"].get(predict_route, {}).get("post", {})
+    predict.get("responses", {}).update(limits.RESPONSES)
+    body = predict.get("requestBody", {}).get("content", {})
+    if "application/json" in body:
+        # CheckRequests refuses a request without a body, or with fields other than the API's; BentoML's
+        # document allowed both (found by fuzzing from this document: tests/e2e/test_serve_fuzz.py).
+        predict["requestBody"]["required"] = True
+        body["application/json"]["schema"]["additionalProperties"] = False
     if spec is not None and "application/json" in body:
         # The media type's example is what Swagger UI's "Try it out" puts in the body.
         body["application/json"]["example"] = {"images": example_images(spec)}
