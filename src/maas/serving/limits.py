@@ -11,9 +11,9 @@ BentoML's traffic timeout answers 504, a server error. Here:
 - a client that disconnects before sending its whole body is dropped: no response (there
   is nobody to send it to), so nothing is counted in BentoML's metrics.
 
-413 and 408 close the connection. Before closing after a 413, at most `max_body_bytes`
-more of the body is read and dropped, by the same deadline (see read_body): so a refused
-request never costs the server more than twice an accepted one.
+413 and 408 close the connection. Before closing after a 413, the rest of the body is
+read and dropped, by the same deadline, if it ends within twice `max_body_bytes` (see
+read_body): so a refused request never costs the server much more than twice an accepted one.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ logger = logging.getLogger("maas.serving")
 
 
 class TooLarge(Exception):
-    """The body is over the limit; `unread` is how much of it is known to be still on the way (None: unknown)."""
+    """The body is over the limit: `read` bytes of it were read, `unread` more are on the way (None: unknown)."""
 
-    def __init__(self, message: str, unread: int | None) -> None:
+    def __init__(self, message: str, read: int, unread: int | None) -> None:
         super().__init__(message)
-        self.unread = unread
+        self.read, self.unread = read, unread
 
 
 class ClientGone(Exception):
@@ -75,11 +75,13 @@ async def read_body(scope, receive, send, settings: ServeSettings) -> bytes | No
                       f"the body was not received in full within {settings.body_timeout_s:g} s")
     except TooLarge as e:
         # Closing a socket with unread bytes resets it, and a client still sending can lose the 413 with
-        # it. So the rest of the body is read and dropped first (a lingering close), if that costs no more
-        # than an accepted body would: at most `limit` more bytes, by the same deadline. A client that
-        # sent `Expect: 100-continue` hasn't sent the body yet: reading would invite it to.
+        # it. So the rest of the body is read and dropped first (a lingering close), as long as the whole
+        # request costs no more than twice an accepted one: 2 * limit bytes, by the same deadline. A
+        # client that sent `Expect: 100-continue` hasn't sent the body yet: reading would invite it to.
         expects = (b"expect", b"100-continue") in [(k, v.lower()) for k, v in scope["headers"]]
-        budget = 0 if expects or (e.unread is not None and e.unread > limit) else limit
+        budget = 2 * limit - e.read
+        if expects or (e.unread is not None and e.unread > budget):  # can't end well: close at once
+            budget = 0
         await _refuse(scope, send, 413, "body_too_large", str(e), _discard(receive, budget, deadline))
     return None
 
@@ -87,7 +89,7 @@ async def read_body(scope, receive, send, settings: ServeSettings) -> bytes | No
 async def _read_upto(scope, receive, limit: int) -> bytes:
     declared = _content_length(scope)
     if declared is not None and declared > limit:
-        raise TooLarge(f"the body is {declared} bytes; at most {limit} bytes per request", unread=declared)
+        raise TooLarge(f"the body is {declared} bytes; at most {limit} bytes per request", 0, declared)
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -97,7 +99,7 @@ async def _read_upto(scope, receive, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             unread = None if declared is None else declared - size
-            raise TooLarge(f"the body is more than {limit} bytes; at most {limit} bytes per request", unread)
+            raise TooLarge(f"the body is more than {limit} bytes; at most {limit} bytes per request", size, unread)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
