@@ -9,7 +9,10 @@ BentoML's traffic timeout answers 504, a server error. Here:
 - a body not received in full within `serve.body_timeout_s` of the request reaching the
   service gets 408;
 - a client that disconnects before sending its whole body is dropped: no response (there
-  is nobody to send it to), so nothing is counted in BentoML's metrics.
+  is nobody to send it to), so nothing is counted in BentoML's metrics. (BentoML's
+  TimeoutMiddleware, outside, still waits out its traffic timeout for a response that never
+  comes: until then the request shows in `request_in_progress`, an idle coroutine holding
+  no worker.)
 
 413 and 408 close the connection. Before closing after a 413, the rest of the body is
 read and dropped, by the same deadline, if it ends within twice `max_body_bytes` (see
