@@ -23,11 +23,10 @@ from conftest import BIN
 
 pytestmark = pytest.mark.slow
 
-HEADERS: dict[str, str] = {}  # sent with every request: add the API-key header here once keys are required
-
 
 def test_predict_answers_as_its_openapi_document_says(served, tmp_path):
-    headers = [arg for name, value in HEADERS.items() for arg in ("--header", f"{name}: {value}")]
+    # Sent with every request: the session server's API key (any other header goes in this dict too).
+    headers = [arg for name, value in served["headers"].items() for arg in ("--header", f"{name}: {value}")]
     out = subprocess.run([str(BIN / "st"), "run", f"{served['url']}/docs.json", "--include-path", "/predict",
                           "--include-method", "POST", "--max-examples", "60", "--seed", "10",
                           "--request-timeout", "30", *headers],

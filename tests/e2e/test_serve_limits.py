@@ -19,11 +19,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from conftest import SERVE_KEY
 from test_serve import README_IMAGE
 
 pytestmark = pytest.mark.slow
 
-PREDICT_HEAD = ("POST /predict HTTP/1.1\r\nHost: maas\r\nContent-Type: application/json\r\n"
+AUTH = f"Authorization: Bearer {SERVE_KEY}\r\n"  # the session server is keyed
+PREDICT_HEAD = ("POST /predict HTTP/1.1\r\nHost: maas\r\nContent-Type: application/json\r\n" + AUTH +
                 "Content-Length: {length}\r\n{extra}\r\n")
 
 
@@ -104,7 +106,7 @@ def test_a_body_declared_over_the_limit_gets_413_before_any_of_it_is_sent(served
 
 def test_a_client_sending_a_body_over_the_limit_reads_the_413(served, limit):
     r = httpx.post(f"{served['url']}/predict", content=b"1" * (limit + 1), timeout=30,
-                   headers={"content-type": "application/json"})
+                   headers={"content-type": "application/json", **served["headers"]})
     assert r.status_code == 413 and set(r.json()) == {"error"}, r.text
 
     def chunks():  # no Content-Length: the server counts as it reads
@@ -112,7 +114,7 @@ def test_a_client_sending_a_body_over_the_limit_reads_the_413(served, limit):
             yield b"1" * 65536
 
     r = httpx.post(f"{served['url']}/predict", content=chunks(), timeout=30,
-                   headers={"content-type": "application/json"})
+                   headers={"content-type": "application/json", **served["headers"]})
     assert r.status_code == 413, r.text
     assert r.json() == {"error": f"the body is more than {limit} bytes; at most {limit} bytes per request"}
 
@@ -120,7 +122,7 @@ def test_a_client_sending_a_body_over_the_limit_reads_the_413(served, limit):
 def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(served, limit):
     """The client sends just over the limit and then nothing: the 413 comes without waiting for the rest."""
     with connect(served["url"]) as sock:
-        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: maas\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: maas\r\nContent-Type: application/json\r\n" + AUTH.encode() +
                      b"Transfer-Encoding: chunked\r\n\r\n")
         piece = b"1" * 65536
         for _ in range(limit // len(piece) + 1):
@@ -132,7 +134,7 @@ def test_a_chunked_body_is_refused_as_soon_as_it_passes_the_limit(served, limit)
 def test_a_chunked_body_within_the_limit_is_read_whole(served):
     text = json.dumps({"images": [README_IMAGE]}).encode()
     r = httpx.post(f"{served['url']}/predict", content=(text[i:i + 7] for i in range(0, len(text), 7)),
-                   headers={"content-type": "application/json"}, timeout=30)
+                   headers={"content-type": "application/json", **served["headers"]}, timeout=30)
     assert r.status_code == 200 and r.json()["classes"] == [0], r.text
 
 
@@ -160,7 +162,8 @@ def test_a_client_that_leaves_mid_body_is_dropped_and_not_counted(served):
     for _ in range(5):
         stall(served["url"]).close()
     time.sleep(served["body_timeout_s"] + 1)  # past the point where a client still there would have had its 408
-    assert httpx.post(f"{served['url']}/predict", json={"images": [README_IMAGE]}, timeout=30).status_code == 200
+    assert httpx.post(f"{served['url']}/predict", json={"images": [README_IMAGE]}, headers=served["headers"],
+                      timeout=30).status_code == 200
     after = predict_counts(served["url"])
     changed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert changed == {("/predict", "200"): 1}  # the marker alone: nothing for the five that left
@@ -177,7 +180,7 @@ def test_requests_are_answered_while_slow_clients_and_a_large_body_are_in_flight
     def send_huge():  # 100 MB, streamed without a Content-Length
         try:
             r = httpx.post(f"{served['url']}/predict", content=(b"1" * 1_000_000 for _ in range(100)), timeout=30,
-                           headers={"content-type": "application/json"})
+                           headers={"content-type": "application/json", **served["headers"]})
             huge_outcome.append(r.status_code)
         except httpx.TransportError as e:  # the server may close on a client sending far past the limit
             huge_outcome.append(type(e).__name__)
@@ -185,7 +188,8 @@ def test_requests_are_answered_while_slow_clients_and_a_large_body_are_in_flight
     huge = threading.Thread(target=send_huge)
     huge.start()
     try:
-        r = httpx.post(f"{served['url']}/predict", json={"images": [README_IMAGE]}, timeout=30)
+        r = httpx.post(f"{served['url']}/predict", json={"images": [README_IMAGE]}, headers=served["headers"],
+                       timeout=30)
         assert r.status_code == 200 and r.json()["classes"] == [0]
         assert httpx.get(f"{served['url']}/readyz", timeout=30).status_code == 200
         huge.join(60)
@@ -204,7 +208,7 @@ def endpoint_labels(url: str) -> set[str]:
 
 def test_unknown_paths_add_no_metric_series(served):
     before = endpoint_labels(served["url"])
-    with httpx.Client(base_url=served["url"], timeout=30) as client:
+    with httpx.Client(base_url=served["url"], headers=served["headers"], timeout=30) as client:
         for _ in range(25):
             assert client.get(f"/{uuid.uuid4().hex}").status_code == 404
             assert client.post(f"/predict/{uuid.uuid4().hex}", json={}).status_code == 404
