@@ -224,3 +224,11 @@ def served(tiny_run, tmp_path_factory):
                "key": SERVE_KEY, "headers": SERVE_AUTH, "body_timeout_s": SERVED_BODY_TIMEOUT_S}
     finally:
         stop(proc)
+
+
+def own_store(served: dict, dest: Path) -> Path:
+    """A copy of the served BentoML store for a second server: BentoML clears its Prometheus
+    files under BENTOML_HOME when a server starts, so sharing the store would reset the
+    session server's /metrics."""
+    shutil.copytree(served["home"], dest, symlinks=True, ignore=shutil.ignore_patterns("prometheus_multiproc_dir"))
+    return dest

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import BIN, ROOT, SERVE_AUTH, free_port, start, stop, wait_http, without_venv_on_path
+from conftest import BIN, ROOT, SERVE_AUTH, free_port, own_store, start, stop, wait_http, without_venv_on_path
 from maas import io
 
 pytestmark = pytest.mark.slow
@@ -189,8 +189,7 @@ def pickle_in_model_yaml(model_dir: Path, marker: Path) -> str:
 def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served, tmp_path, tamper):
     """A model that fails its checks must stop the server, not leave it up answering nothing (or
     serving wrong answers), and nothing in the model directory may run."""
-    home = tmp_path / "bentoml"
-    shutil.copytree(served["home"], home, symlinks=True)
+    home = own_store(served, tmp_path / "bentoml")
     marker = tmp_path / "payload-ran"
     model_dir = next(p.parent for p in (home / "models").rglob("maas/model.yaml"))  # ours, not BentoML's
     named = tamper(model_dir, marker)

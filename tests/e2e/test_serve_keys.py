@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import BIN, free_port, start, stop
+from conftest import BIN, free_port, own_store, start, stop
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,8 @@ def test_a_malformed_keys_file_stops_the_server_naming_the_file(served, tmp_path
     keys_file.write_text("a-plain-key-where-its-hash-should-be\n")
     log = tmp_path / "serve.log"
     proc = start([str(BIN / "bentoml"), "serve", served["bento_tag"], "--port", str(free_port())], log,
-                 env={**os.environ, "BENTOML_HOME": str(served["home"]), "MAAS_API_KEYS_FILE": str(keys_file)})
+                 env={**os.environ, "BENTOML_HOME": str(own_store(served, tmp_path / "bentoml")),
+                      "MAAS_API_KEYS_FILE": str(keys_file)})
     try:
         proc.wait(timeout=120)
     finally:
