@@ -163,15 +163,7 @@ class MakeDir:
         return os.mkdir, (self.path,)
 
 
-def flip_a_byte(model_dir: Path, marker: Path) -> str:
-    weights = next(model_dir.glob("weights*.safetensors"))
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF  # still valid safetensors: only the recorded sha256 can tell
-    weights.write_bytes(bytes(data))
-    return "sha256"
-
-
-def pickle_in_model_yaml(model_dir: Path, marker: Path) -> str:
+def pickle_in_model_yaml(model_dir: Path, marker: Path) -> tuple[str, ...]:
     """The attack from issue 7: a `_target_` that reaches torch.load on a pickle shipped beside it."""
     import pickle
 
@@ -182,18 +174,70 @@ def pickle_in_model_yaml(model_dir: Path, marker: Path) -> str:
     spec["model"] = {"_target_": "maas.models.torch.cnn.torch.load", "_args_": [str(model_dir / "payload.pkl")],
                      "weights_only": False}
     (model_dir / "model.yaml").write_text(yaml.safe_dump(spec))
-    return "_target_"
+    return ("_target_",)
 
 
-@pytest.mark.parametrize("tamper", [flip_a_byte, pickle_in_model_yaml])
-def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served, tmp_path, tamper):
+def nan_in_a_tensor(model_dir: Path, marker: Path) -> tuple[str, ...]:
+    """NaN in a stored float tensor, with model.yaml's weights_sha256 updated to match."""
+    import hashlib
+
+    import yaml
+    from safetensors.numpy import load_file, save_file
+
+    from maas.model_files import FORMAT
+
+    spec = yaml.safe_load((model_dir / "model.yaml").read_text())
+    path = model_dir / spec["weights"]
+    weights = load_file(str(path))
+    name = sorted(k for k, v in weights.items() if np.issubdtype(v.dtype, np.floating))[0]
+    weights[name] = np.full_like(weights[name], np.nan)
+    save_file(weights, str(path), metadata={"format": FORMAT})
+    spec["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (model_dir / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return f"tensor '{name}' holds", "non-finite"
+
+
+def damage_files(model_dir: Path, marker: Path) -> tuple[str, ...]:
+    """Four ways a copy goes wrong, in one server start: every one of them must be named."""
+    (model_dir / "preprocessor.json").unlink()
+    weights = next(model_dir.glob("weights*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    card = bytearray((model_dir / "model_card.json").read_bytes())
+    card[-2] ^= 0x01  # same size, still a file: only its sha256 can tell
+    (model_dir / "model_card.json").write_bytes(bytes(card))
+    (model_dir / "notes.txt").write_text("left here by hand\n")
+    return ("preprocessor.json is missing", f"{weights.name} is 1000 bytes", "(truncated or partly copied)",
+            "model_card.json has sha256", "notes.txt is there but was not packaged")
+
+
+def forge_bento_manifest(home: Path, model_dir: Path) -> None:
+    """Make the Bento's record of the model's files (bento.yaml) match the tampered ones, as someone
+    who can write the whole store can: then only the checks behind the manifest can stop the model."""
+    import yaml
+
+    from maas.serving import integrity
+
+    (bento_yaml,) = (home / "bentos").rglob("bento.yaml")
+    info = yaml.safe_load(bento_yaml.read_text())
+    info["args"][integrity.MANIFEST_ARG] = integrity.manifest(sorted(model_dir.iterdir()))
+    bento_yaml.write_text(yaml.safe_dump(info, sort_keys=False))
+
+
+@pytest.mark.parametrize("tamper, forged", [(damage_files, False), (pickle_in_model_yaml, True),
+                                            (nan_in_a_tensor, True)],
+                         ids=["damage_files", "pickle_in_model_yaml", "nan_in_a_tensor"])
+def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served, tmp_path, tamper, forged):
     """A model that fails its checks must stop the server, not leave it up answering nothing (or
-    serving wrong answers), and nothing in the model directory may run."""
+    serving wrong answers), and nothing in the model directory may run. The Bento's manifest
+    catches any change to the model's files; with it forged too, model.yaml's own checks and the
+    finite-weights check still refuse the model."""
     home = tmp_path / "bentoml"
     shutil.copytree(served["home"], home, symlinks=True)
     marker = tmp_path / "payload-ran"
     model_dir = next(p.parent for p in (home / "models").rglob("maas/model.yaml"))  # ours, not BentoML's
     named = tamper(model_dir, marker)
+    if forged:
+        forge_bento_manifest(home, model_dir)
     proc = start([str(BIN / "bentoml"), "serve", served["bento_tag"], "--port", str(free_port())],
                  tmp_path / "broken.log", env={**os.environ, "BENTOML_HOME": str(home)})
     try:
@@ -201,5 +245,6 @@ def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served
     finally:
         stop(proc)
     assert proc.returncode != 0
-    assert named in (tmp_path / "broken.log").read_text(), (tmp_path / "broken.log").read_text()[-2000:]
+    log = (tmp_path / "broken.log").read_text()
+    assert all(text in log for text in named), (named, log[-3000:])
     assert not marker.exists()
