@@ -30,10 +30,11 @@ BENTO_FILE = "bento.json"
 CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image;
-# starlette too, but only within bentoml's wide range, and the middleware is tested on this one),
-# and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
+# starlette and prometheus-client too, but only within bentoml's wide ranges, and maas is tested on
+# these), and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
 # tests/e2e/test_container.py fails when the service imports a package missing here.
-SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic", "pydantic-core", "starlette")
+SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic", "pydantic-core", "starlette",
+                    "prometheus-client")
 BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras")}
 
 
