@@ -67,7 +67,8 @@ def read_spec(directory: str | Path) -> dict[str, Any]:
 
 
 def read_weights(directory: str | Path, spec: dict[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """The stored arrays, once their file's sha256 matches the one model.yaml records."""
+    """The stored arrays, once their file's sha256 matches the one model.yaml records and every
+    float in them is finite."""
     from safetensors.numpy import load_file
 
     directory = Path(directory)
@@ -78,9 +79,21 @@ def read_weights(directory: str | Path, spec: dict[str, Any] | None = None) -> d
         raise ArtifactError(f"{path} has sha256 {actual}, but {MODEL_FILE} records "
                             f"{spec['weights_sha256']}: the file is corrupt or was replaced")
     try:
-        return load_file(str(path))
+        weights = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for a malformed header
         raise ArtifactError(f"{path} is not a readable safetensors file: {e}") from e
+    check_finite(weights, path)
+    return weights
+
+
+def check_finite(weights: dict[str, np.ndarray], path: Path) -> None:
+    """Refuse NaN or inf in any float tensor: such a model answers garbage (or NaN) for every input,
+    and a matching sha256 only says the file is the one recorded, not that it holds a usable model."""
+    for name, array in weights.items():
+        if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            bad = int(array.size - np.isfinite(array).sum())
+            raise ArtifactError(f"{path}: tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of "
+                                f"{array.size}, so the model cannot answer usefully: retrain it or restore the file")
 
 
 def compression_method(spec: dict[str, Any]) -> str:

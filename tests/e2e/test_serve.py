@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import BIN, ROOT, SERVE_AUTH, free_port, own_store, start, stop, wait_http, without_venv_on_path
+from conftest import BIN, ROOT, SERVE_AUTH, free_port, own_store, start, stop
 from maas import io
 
 pytestmark = pytest.mark.slow
@@ -136,20 +136,14 @@ def test_the_openapi_ui_is_at_the_root_and_documents_the_error_shape(served):
     assert '{"error": ' in doc["paths"]["/predict"]["post"]["description"]
 
 
-def test_make_serve_takes_the_port(served, tmp_path):
-    """`make serve PORT=N` serves on N (run from the served project, with the store it imported into)."""
+def test_make_serve_takes_the_port(served):
+    """`make serve PORT=N` runs `maas serve --port N`, which the session server shows serving."""
     project = served["log"].parent / "project"
-    make = ["make", "-f", str(ROOT / "Makefile"), "-C", str(project), "-o", ".venv/.installed", f"BIN={BIN}", "serve"]
-    dry = subprocess.run([*make, "-n"], capture_output=True, text=True, check=True).stdout
-    assert "maas serve --port 3000" in dry
-    port = free_port()
-    proc = start([*make, f"PORT={port}"], tmp_path / "make-serve.log",
-                 env={**without_venv_on_path(), "BENTOML_HOME": str(served["home"])})
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-    finally:
-        stop(proc)
-    assert f"--port {port}" in (tmp_path / "make-serve.log").read_text()
+    make = ["make", "-n", "-f", str(ROOT / "Makefile"), "-C", str(project), "-o", ".venv/.installed", f"BIN={BIN}",
+            "serve"]
+    assert "maas serve --port 3000" in subprocess.run(make, capture_output=True, text=True, check=True).stdout
+    dry = subprocess.run([*make, "PORT=3311"], capture_output=True, text=True, check=True).stdout
+    assert "maas serve --port 3311" in dry
 
 
 class MakeDir:
@@ -162,15 +156,7 @@ class MakeDir:
         return os.mkdir, (self.path,)
 
 
-def flip_a_byte(model_dir: Path, marker: Path) -> str:
-    weights = next(model_dir.glob("weights*.safetensors"))
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF  # still valid safetensors: only the recorded sha256 can tell
-    weights.write_bytes(bytes(data))
-    return "sha256"
-
-
-def pickle_in_model_yaml(model_dir: Path, marker: Path) -> str:
+def pickle_in_model_yaml(model_dir: Path, marker: Path) -> tuple[str, ...]:
     """The attack from issue 7: a `_target_` that reaches torch.load on a pickle shipped beside it."""
     import pickle
 
@@ -181,17 +167,69 @@ def pickle_in_model_yaml(model_dir: Path, marker: Path) -> str:
     spec["model"] = {"_target_": "maas.models.torch.cnn.torch.load", "_args_": [str(model_dir / "payload.pkl")],
                      "weights_only": False}
     (model_dir / "model.yaml").write_text(yaml.safe_dump(spec))
-    return "_target_"
+    return ("_target_",)
 
 
-@pytest.mark.parametrize("tamper", [flip_a_byte, pickle_in_model_yaml])
-def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served, tmp_path, tamper):
+def nan_in_a_tensor(model_dir: Path, marker: Path) -> tuple[str, ...]:
+    """NaN in a stored float tensor, with model.yaml's weights_sha256 updated to match."""
+    import hashlib
+
+    import yaml
+    from safetensors.numpy import load_file, save_file
+
+    from maas.model_files import FORMAT
+
+    spec = yaml.safe_load((model_dir / "model.yaml").read_text())
+    path = model_dir / spec["weights"]
+    weights = load_file(str(path))
+    name = sorted(k for k, v in weights.items() if np.issubdtype(v.dtype, np.floating))[0]
+    weights[name] = np.full_like(weights[name], np.nan)
+    save_file(weights, str(path), metadata={"format": FORMAT})
+    spec["weights_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (model_dir / "model.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return f"tensor '{name}' holds", "non-finite"
+
+
+def damage_files(model_dir: Path, marker: Path) -> tuple[str, ...]:
+    """Four ways a copy goes wrong, in one server start: every one of them must be named."""
+    (model_dir / "preprocessor.json").unlink()
+    weights = next(model_dir.glob("weights*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    card = bytearray((model_dir / "model_card.json").read_bytes())
+    card[-2] ^= 0x01  # same size, still a file: only its sha256 can tell
+    (model_dir / "model_card.json").write_bytes(bytes(card))
+    (model_dir / "notes.txt").write_text("left here by hand\n")
+    return ("preprocessor.json is missing", f"{weights.name} is 1000 bytes", "(truncated or partly copied)",
+            "model_card.json has sha256", "notes.txt is there but was not packaged")
+
+
+def forge_bento_manifest(home: Path, model_dir: Path) -> None:
+    """Make the Bento's record of the model's files (bento.yaml) match the tampered ones, as someone
+    who can write the whole store can: then only the checks behind the manifest can stop the model."""
+    import yaml
+
+    from maas.serving import integrity
+
+    (bento_yaml,) = (home / "bentos").rglob("bento.yaml")
+    info = yaml.safe_load(bento_yaml.read_text())
+    info["args"][integrity.MANIFEST_ARG] = integrity.manifest(sorted(model_dir.iterdir()))
+    bento_yaml.write_text(yaml.safe_dump(info, sort_keys=False))
+
+
+@pytest.mark.parametrize("tamper, forged", [(damage_files, False), (pickle_in_model_yaml, True),
+                                            (nan_in_a_tensor, True)],
+                         ids=["damage_files", "pickle_in_model_yaml", "nan_in_a_tensor"])
+def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served, tmp_path, tamper, forged):
     """A model that fails its checks must stop the server, not leave it up answering nothing (or
-    serving wrong answers), and nothing in the model directory may run."""
+    serving wrong answers), and nothing in the model directory may run. The Bento's manifest
+    catches any change to the model's files; with it forged too, model.yaml's own checks and the
+    finite-weights check still refuse the model."""
     home = own_store(served, tmp_path / "bentoml")
     marker = tmp_path / "payload-ran"
     model_dir = next(p.parent for p in (home / "models").rglob("maas/model.yaml"))  # ours, not BentoML's
     named = tamper(model_dir, marker)
+    if forged:
+        forge_bento_manifest(home, model_dir)
     proc = start([str(BIN / "bentoml"), "serve", served["bento_tag"], "--port", str(free_port())],
                  tmp_path / "broken.log", env={**os.environ, "BENTOML_HOME": str(home)})
     try:
@@ -199,5 +237,6 @@ def test_a_service_whose_model_was_tampered_with_exits_without_running_it(served
     finally:
         stop(proc)
     assert proc.returncode != 0
-    assert named in (tmp_path / "broken.log").read_text(), (tmp_path / "broken.log").read_text()[-2000:]
+    log = (tmp_path / "broken.log").read_text()
+    assert all(text in log for text in named), (named, log[-3000:])
     assert not marker.exists()

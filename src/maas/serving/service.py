@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -26,7 +26,7 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
 from maas.errors import ArtifactError
-from maas.serving import BENTO_MODEL_SUBDIR, metadata, metric_paths, metrics
+from maas.serving import BENTO_MODEL_SUBDIR, integrity, metadata, metric_paths, metrics
 from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
 from maas.serving.limits import check_timeouts
@@ -53,6 +53,8 @@ class ServiceArgs(BaseModel):
     pixel_dtype: str = "int"                # "int" | "float": the raw data's pixel type
     pixel_range: str = "0,16"               # low,high: the raw data's pixel range
     workers: int = 1                        # serve.workers (MAAS_SERVE_WORKERS overrides it)
+    # Every file of that model: {name: {"sha256", "bytes"}} (integrity.MANIFEST_ARG).
+    model_files: dict[str, dict[str, Any]] | None = None
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
@@ -88,7 +90,8 @@ class DigitsService:
         # A failure here must end the process: BentoML exits when __init__ raises,
         # so a broken model never leaves a server up that answers nothing.
         root = Path(self.bento_model.path_of(BENTO_MODEL_SUBDIR))
-        # model_files checks the weights' sha256 and builds the architecture by name: the
+        integrity.check(root, ARGS.model_files)  # the files the package stage built, no more, no fewer
+        # model_files checks the weights (sha256, all finite) and builds the architecture by name: the
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)

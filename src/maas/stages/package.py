@@ -4,6 +4,8 @@ The model's version is a hash of its files, so the same model gets the same
 tag. The Bento is built from a staging copy of `src/maas` with that exact tag
 as a build argument (never `:latest`), then exported to `paths.bento` so DVC
 versions it and `maas serve` can re-import it on a machine whose store lacks it.
+The build arguments also record every model file's sha256 and size
+(`maas.serving.integrity`), so the served model is checked against what was built.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
-from maas.serving import BENTO_MODEL_SUBDIR
+from maas.serving import BENTO_MODEL_SUBDIR, integrity
 from maas.serving.metadata import CARD_FILE
 from maas.stages import Stage, stage_entry
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
@@ -27,9 +29,12 @@ from maas.stages.validate import RESULT_FILE
 BENTO_FILE = "bento.json"
 CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
-# What maas.serving imports, directly or through the modules it loads (bentoml comes with the image),
-# and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
-SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic")
+# What maas.serving imports, directly or through the modules it loads (bentoml comes with the image;
+# starlette and prometheus-client too, but only within bentoml's wide ranges, and maas is tested on
+# these), and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
+# tests/e2e/test_container.py fails when the service imports a package missing here.
+SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic", "pydantic-core", "starlette",
+                    "prometheus-client")
 BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras")}
 
 
@@ -59,6 +64,15 @@ def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
     return tag
 
 
+def check_stored(model_tag: str, model_files: dict[str, dict]) -> None:
+    """The store's copy must be these files: a reused tag whose files were damaged since would
+    otherwise be built into a Bento that refuses to start."""
+    import bentoml
+
+    integrity.check(bentoml.models.get(model_tag).path_of(BENTO_MODEL_SUBDIR), model_files,
+                    remedy=f"`bentoml models delete {model_tag}` (the store's copy), then run the package stage again")
+
+
 def service_requirements(backend: str) -> str:
     """The service's imports at the exact versions installed here, for the Bento's image."""
     from importlib.metadata import version
@@ -68,7 +82,7 @@ def service_requirements(backend: str) -> str:
                    for name in (*BACKEND_PACKAGES[backend], *SERVICE_PACKAGES))
 
 
-def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str, args: dict[str, str]) -> str:
+def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str, args: dict[str, object]) -> str:
     """Build the Bento from a staging copy of src/maas; `args` are the service's ServiceArgs besides the tag."""
     import bentoml
 
@@ -102,12 +116,15 @@ def run(cfg: DictConfig) -> dict:
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
                           validation=validation)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
+        model_files = integrity.manifest(files)
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
+    check_stored(model_tag, model_files)
     card["model_tag"] = model_tag
     print(f"package: model {model_tag}; building Bento", flush=True)
     pre = Preprocessor.load(Path(cfg.paths.processed) / PREPROCESSOR_FILE)
     service_args = {"image_shape": ",".join(map(str, pre.image_shape)), "pixel_dtype": pre.raw_dtype,
-                    "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}", "workers": str(cfg.serve.workers)}
+                    "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}", "workers": str(cfg.serve.workers),
+                    integrity.MANIFEST_ARG: model_files}
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
                             spec["backend"], service_args)
 
