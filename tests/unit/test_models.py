@@ -65,6 +65,24 @@ def test_eval_output_does_not_depend_on_the_batch(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_prediction_is_bit_identical_whatever_it_is_batched_with(name, digits):
+    """What the Bento's adaptive batching relies on: a request's answer can't depend on its batch-mates."""
+    from maas.backends.torch.api import predictor
+
+    p = predictor(build(name), "none")
+    x = digits[0][:40].numpy()
+    together = p.predict(x)
+    alone = np.concatenate([p.predict(x[i:i + 1]).proba for i in range(len(x))])
+    reversed_order = p.predict(x[::-1])
+    in_odd_groups = np.concatenate([p.predict(x[i:i + 7]).proba for i in range(0, len(x), 7)])
+    assert np.array_equal(alone, together.proba)
+    assert np.array_equal(reversed_order.proba[::-1], together.proba)
+    assert np.array_equal(in_odd_groups, together.proba)
+    if together.anomaly is not None:
+        assert np.array_equal(reversed_order.anomaly[::-1], together.anomaly)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_a_few_steps_on_one_batch_reduce_the_loss(name, digits):
     model = build(name)
     x, y = digits[0][:32], digits[1][:32]

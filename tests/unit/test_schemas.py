@@ -94,7 +94,7 @@ def test_bad_bodies_are_named(body, message):
 
 
 def test_a_good_body_parses_to_rows():
-    assert parse_body(json.dumps({"images": [image(2)]}).encode(), INTS).shape == (1, 64)
+    assert parse_body(json.dumps({"images": [image(2)]}).encode(), INTS).rows.shape == (1, 64)
 
 
 def test_checking_a_full_batch_stays_cheap():

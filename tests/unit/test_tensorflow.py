@@ -69,8 +69,9 @@ def test_every_family_builds_from_its_config_with_stable_weight_names(name, tmp_
     assert before.proba.shape == (5, 10) and before.proba.dtype == np.float32
     assert np.allclose(before.proba.sum(1), 1, atol=1e-5)
     assert (before.anomaly is not None) == (name == "autoencoder")
-    batched = tf_api.predictor(model).predict(x, batch_size=2)  # batches of any size give the same answer
-    assert np.allclose(batched.proba, before.proba, atol=1e-6)
+    # An answer is the same bit for bit whatever it is batched with.
+    parts = [tf_api.predictor(model).predict(x[i:j]).proba for i, j in ((0, 2), (2, 3), (3, 5))]
+    assert np.array_equal(np.concatenate(parts), before.proba)
 
     loaded = model_files.load(save(model, cfg, tmp_path / "model"))
     after = loaded.predictor.predict(x)

@@ -35,6 +35,34 @@ class Predictor(Protocol):
         """x: (N, C, H, W) float32, already preprocessed."""
 
 
+# Every forward pass runs at this one batch shape. CPU kernels pick their blocking (and so the
+# order they sum in) by batch size, so a row's probabilities would otherwise change in the 7th
+# digit with the rows it is batched with; at one shape a row's answer is bit-for-bit the same
+# whatever its batch-mates and position, in the pipeline's measurements and in the Bento alike.
+# 16 rows: a single image costs ~1.7 ms instead of ~0.4 ms on CPU, while 64 images run within
+# ~1.3x of the best batch size (measured on the digits CNN).
+BLOCK_ROWS = 16
+
+
+def predict_in_blocks(x: np.ndarray, forward, scores_anomalies: bool, rows: int = BLOCK_ROWS) -> Prediction:
+    """A Prediction from forward(block) -> (proba, anomaly) run on consecutive blocks of `rows` rows
+    of x, the last block zero-padded and every result cut back to the real rows."""
+    if len(x) == 0:
+        raise ValueError("predict needs at least one input")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    proba, anomaly = [], []
+    for i in range(0, len(x), rows):
+        block = x[i:i + rows]
+        real = len(block)
+        if real < rows:
+            block = np.concatenate([block, np.zeros((rows - real, *block.shape[1:]), np.float32)])
+        p, a = forward(block)
+        proba.append(p[:real])
+        anomaly.append(a[:real] if scores_anomalies else None)
+    return Prediction(np.concatenate(proba).astype(np.float32),
+                      np.concatenate(anomaly).astype(np.float32) if scores_anomalies else None)
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a backend's training loop reads from `trainer`, checked once for every backend."""

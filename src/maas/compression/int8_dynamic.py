@@ -1,4 +1,4 @@
-"""Int8 weights with one symmetric scale per output channel, int8 activations at run time.
+"""Int8 weights with one symmetric scale per output channel (weight-only quantization).
 
 Storage: every floating weight of rank >= 2 (conv kernels, dense matrices) is
 kept as int8 plus a float32 scale per output channel; biases and norm
@@ -6,10 +6,10 @@ statistics stay float32. That is ~4x smaller and needs no pickle (torch's own
 quantized modules only serialise through pickle). The output channel is the
 first axis in torch's layouts and the last in Keras's; `channel_axis` says which.
 
-Run time (torch): weights are dequantized into the fp32 architecture, then
-Linear layers are swapped for torch's dynamic-int8 kernels (activations
-quantized per batch) on CPU. Convolutions stay fp32 there: dynamic
-quantization has no conv kernels.
+Run time (every backend): the weights are dequantized into the fp32
+architecture. torch's dynamic-int8 Linear kernels were used here before; they
+quantize activations with each batch's own range, so a served answer changed
+with the requests it was batched with (1 digit in 1,797 changed class).
 """
 
 from __future__ import annotations
@@ -51,17 +51,3 @@ def dequantize(stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             out[name] = t
     return out
-
-
-def dynamic_linear(model):
-    """Swap a torch model's Linear layers for dynamic-int8 ones (CPU inference only)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        # torch.ao.quantization warns it will move to torchao; it is the API this torch ships.
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)

@@ -15,15 +15,18 @@ import logging
 import bentoml
 from starlette.responses import JSONResponse
 
+from maas.serving.metrics import count_rejection
+from maas.serving.openapi import document
 from maas.serving.schemas import BadRequest, ErrorResponse, parse_body
 
 logger = logging.getLogger("maas.serving")
-CHECKED_BATCH = "maas_checked_batch"  # request.state key: the float32 rows CheckRequests made of the body
+CHECKED = "maas_checked_request"  # request.state key: the schemas.Checked CheckRequests made of the body
 
 
 def reject(error: BadRequest) -> JSONResponse:
     """The one answer to a request the model can't take: 400, ErrorResponse, one warning line."""
     logger.warning("refused a /predict request: %s", error)
+    count_rejection(error.reason)
     return JSONResponse(ErrorResponse(error=str(error)).model_dump(), status_code=400)
 
 
@@ -50,11 +53,11 @@ class CheckRequests:
         body = await _read_body(receive)
         try:
             _check_media_type(scope)
-            batch = parse_body(body, spec)
+            checked = parse_body(body, spec)
         except BadRequest as e:
             return await reject(e)(scope, receive, send)
-        # Hand the checked batch to the API (request.state), so it isn't checked a second time.
-        scope.setdefault("state", {})[CHECKED_BATCH] = batch
+        # Hand the checked request to the API (request.state), so it isn't checked a second time.
+        scope.setdefault("state", {})[CHECKED] = checked
         await self.app(scope, _replay(body, receive), send)
 
 
@@ -63,7 +66,7 @@ def _check_media_type(scope) -> None:
     media_type = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip()
     # BentoML reads form and pickle bodies with other parsers than the JSON one parse_body checks.
     if media_type != "application/json":
-        raise BadRequest(f"content-type must be application/json, got {media_type}")
+        raise BadRequest(f"content-type must be application/json, got {media_type}", "content_type")
 
 
 async def _read_body(receive) -> bytes:
@@ -121,4 +124,5 @@ class DocumentErrors:
         for name in ("InvalidArgument", "InternalServerError"):  # what the 400 and 500 responses refer to
             if name in schemas:
                 schemas[name] = {**ErrorResponse.model_json_schema(), "title": name}
+        document(doc, getattr(bentoml.get_current_service(), "image_spec", None))
         await JSONResponse(doc)(scope, receive, send)

@@ -15,21 +15,53 @@ from operator import getitem
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+# A zero from scikit-learn's digits, as data/raw holds it (8x8 integers 0..16).
+EXAMPLE_IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0, 11, 8, 0],
+                 [0, 4, 12, 0, 0, 8, 8, 0], [0, 5, 8, 0, 0, 9, 8, 0], [0, 4, 11, 0, 1, 12, 7, 0],
+                 [0, 2, 14, 5, 10, 12, 0, 0], [0, 0, 6, 13, 10, 0, 0, 0]]
+
 IMAGES = Field(
     description="A batch of raw images as nested lists of pixel values of the same type and range as in "
     "data/raw (for digits: JSON integers 0..16): shape [N, H, W] for single-channel images "
     "(e.g. [N, 8, 8] for digits) or [N, C, H, W].",
-    examples=[[[[0, 0, 5, 13, 9, 1, 0, 0]] * 8]],
+    examples=[[EXAMPLE_IMAGE]],  # one example value: a batch of one image
 )
 
 
+RETURN_PROBABILITIES = Field(True, description="false: leave out the per-image probabilities (smaller answers).")
+
+
 class PredictResponse(BaseModel):
+    # Lists, never null: BentoML's typed client can't decode a null where its schema has an array.
     classes: list[int] = Field(description="The predicted class of each image, in request order.")
-    probabilities: list[list[float]] = Field(description="Per-image class probabilities.")
-    anomaly_scores: list[float] | None = Field(None, description="Per-image reconstruction error (mean squared, "
-                                               "on the preprocessed scale) for models that reconstruct their input "
-                                               "(model=autoencoder); higher is less like the training data. "
-                                               "null for other models.")
+    probabilities: list[list[float]] = Field(description="Per-image class probabilities; empty when the request "
+                                             "says \"return_probabilities\": false.")
+    anomaly_scores: list[float] = Field(description="Per-image reconstruction error (mean squared, on the "
+                                        "preprocessed scale) for models that reconstruct their input "
+                                        "(model=autoencoder); higher is less like the training data. Empty for "
+                                        "other models.")
+
+
+@dataclass(frozen=True)
+class DocumentedImages:
+    """Annotation that makes the OpenAPI document (serialization mode) describe the images exactly:
+    nesting, sizes, pixel type and range. The validation-mode schema, which BentoML's own client
+    reads to send numpy arrays, keeps BentoML's tensor description."""
+
+    shape: tuple[int, ...]   # one image, without the batch axis: (H, W) or (C, H, W)
+    low: float
+    high: float
+    integer: bool
+
+    def __get_pydantic_json_schema__(self, schema, handler):
+        value = handler(schema)
+        if handler.mode == "validation":
+            return value
+        node = {"type": "integer" if self.integer else "number", "minimum": self.low, "maximum": self.high}
+        for size in reversed(self.shape):
+            node = {"type": "array", "minItems": size, "maxItems": size, "items": node}
+        value.update(type="array", minItems=1, items=node)
+        return value
 
 
 class ErrorResponse(BaseModel):
@@ -42,7 +74,12 @@ class ErrorResponse(BaseModel):
 
 
 class BadRequest(ValueError):
-    """A request the model can't take; the message names the field and the problem."""
+    """A request the model can't take; the message names the field and the problem, `reason`
+    says which kind of problem (one of maas.serving.metrics.REASONS, counted on /metrics)."""
+
+    def __init__(self, message: str, reason: str = "other") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -71,20 +108,40 @@ class ImageSpec:
         return f"{h}x{w}" if c == 1 else f"{c}x{h}x{w}"
 
 
-def parse_body(body: bytes, spec: ImageSpec) -> np.ndarray:
-    """A raw `/predict` request body -> float32 rows of C*H*W raw values, or BadRequest."""
+@dataclass(frozen=True)
+class Checked:
+    """A /predict request that passed every check: its images as float32 rows, and its options."""
+
+    rows: np.ndarray
+    return_probabilities: bool = True
+
+
+FIELDS = ("images", "return_probabilities")
+
+
+def parse_body(body: bytes, spec: ImageSpec) -> Checked:
+    """A raw `/predict` request body -> its checked rows and options, or BadRequest."""
     from pydantic_core import from_json
 
     try:
         # The parser BentoML's JSON serde uses, so a body accepted here parses the same way there.
         payload = from_json(body)
     except ValueError as e:
-        raise BadRequest(f'the body is not valid JSON ({e}); send {{"images": [...]}}') from None
+        raise BadRequest(f'the body is not valid JSON ({e}); send {{"images": [...]}}', "not_json") from None
     if not isinstance(payload, dict) or "images" not in payload:
-        raise BadRequest('the body must be a JSON object with the field "images": {"images": [...]}')
-    if extra := sorted(payload.keys() - {"images"}):
-        raise BadRequest(f'unknown field(s) {", ".join(map(json.dumps, extra))}; the body is {{"images": [...]}}')
-    return to_batch(payload["images"], spec)
+        raise BadRequest('the body must be a JSON object with the field "images": {"images": [...]}', "bad_field")
+    if extra := sorted(payload.keys() - set(FIELDS)):
+        raise BadRequest(f'unknown field(s) {", ".join(map(json.dumps, extra))}; the body is '
+                         f'{{"images": [...], "return_probabilities": true|false (optional)}}', "bad_field")
+    return Checked(to_batch(payload["images"], spec), _return_probabilities(payload))
+
+
+def _return_probabilities(payload: dict) -> bool:
+    """The request's return_probabilities (default true), which must be a JSON boolean."""
+    value = payload.get("return_probabilities", True)
+    if not isinstance(value, bool):
+        raise BadRequest(f"return_probabilities is {_show(value)}; it must be true or false", "bad_field")
+    return value
 
 
 def to_batch(images, spec: ImageSpec) -> np.ndarray:
@@ -104,9 +161,10 @@ def to_batch(images, spec: ImageSpec) -> np.ndarray:
 
 def _check_count(images, spec: ImageSpec) -> None:
     if not isinstance(images, list) or not images:
-        raise BadRequest(f"images must be a non-empty list of images shaped {_expected(spec)}")
+        raise BadRequest(f"images must be a non-empty list of images shaped {_expected(spec)}", "bad_field")
     if len(images) > spec.max_request_images:
-        raise BadRequest(f"images holds {len(images)} images; at most {spec.max_request_images} per request")
+        raise BadRequest(f"images holds {len(images)} images; at most {spec.max_request_images} per request",
+                         "too_many_images")
 
 
 def _expected(spec: ImageSpec) -> str:
@@ -120,7 +178,7 @@ def _check_shape(sent: tuple[int, ...], spec: ImageSpec) -> None:
     if sent == (c, h, w) or (c == 1 and sent == (h, w)):
         return
     got = "x".join(map(str, sent)) or "a single value"
-    raise BadRequest(f"each image must be {spec.image}, got {got} (expected images shaped {_expected(spec)})")
+    raise BadRequest(f"each image must be {spec.image}, got {got} (expected images shaped {_expected(spec)})", "shape")
 
 
 def _pixels(images: list, ndim: int):
@@ -135,11 +193,11 @@ def _explain(images: list, spec: ImageSpec) -> BadRequest:
         try:
             shapes.append(np.shape(img))
         except ValueError:
-            return BadRequest(f"images[{i}] is not a regular {spec.image} array (its rows differ in length)")
+            return BadRequest(f"images[{i}] is not a regular {spec.image} array (its rows differ in length)", "shape")
     for i, shape in enumerate(shapes):
         if shape != shapes[0]:
             return BadRequest(f"images[{i}] is {'x'.join(map(str, shape))} but images[0] is "
-                              f"{'x'.join(map(str, shapes[0]))}; each image must be {spec.image}")
+                              f"{'x'.join(map(str, shapes[0]))}; each image must be {spec.image}", "shape")
     _check_shape(shapes[0], spec)
     return _first_bad_pixel(images, (len(images), *shapes[0]), spec)
 
@@ -149,8 +207,8 @@ def _first_bad_pixel(images: list, shape: tuple[int, ...], spec: ImageSpec) -> B
     for index in np.ndindex(*shape):
         value = reduce(getitem, index, images)
         if type(value) not in spec.types or not spec.low <= value <= spec.high:
-            return BadRequest(f"images{''.join(f'[{i}]' for i in index)} is {_show(value)}; {spec.pixels}")
-    return BadRequest(f"images are not readable as numbers; {spec.pixels}")  # unreachable for JSON input
+            return BadRequest(f"images{''.join(f'[{i}]' for i in index)} is {_show(value)}; {spec.pixels}", "pixel")
+    return BadRequest(f"images are not readable as numbers; {spec.pixels}", "pixel")  # unreachable for JSON input
 
 
 def _show(value) -> str:

@@ -16,14 +16,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Annotated
 
 import bentoml
+import numpy as np
+from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
-from maas.serving import BENTO_MODEL_SUBDIR
-from maas.serving.middleware import CHECKED_BATCH, CheckRequests, DocumentErrors, reject
+from maas.errors import ArtifactError
+from maas.serving import BENTO_MODEL_SUBDIR, metadata, metrics
+from maas.serving.batching import Batcher
+from maas.serving.middleware import CHECKED, CheckRequests, DocumentErrors, reject
+from maas.serving.schemas import (IMAGES, RETURN_PROBABILITIES, BadRequest, Checked, DocumentedImages, ImageSpec,
+                                  PredictResponse, to_batch)
 from maas.serving.settings import ServeSettings
-from maas.serving.schemas import IMAGES, BadRequest, ImageSpec, PredictResponse, to_batch
 
 with bentoml.importing():
     from maas import model_files
@@ -37,10 +43,22 @@ os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
 
 
 class ServiceArgs(BaseModel):
-    model_tag: str  # name:version in the BentoML model store, set by the package stage
+    # Set by the package stage at build time; what the class below needs before any model is loaded.
+    model_tag: str = "maas-digits:latest"   # name:version in the BentoML model store
+    image_shape: str = "1,8,8"              # channels,height,width: the request schema's shape
+    pixel_dtype: str = "int"                # "int" | "float": the raw data's pixel type
+    pixel_range: str = "0,16"               # low,high: the raw data's pixel range
+    workers: int = 1                        # serve.workers (MAAS_SERVE_WORKERS overrides it)
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
+SHAPE = tuple(int(n) for n in ARGS.image_shape.split(","))
+LOW, HIGH = (float(n) for n in ARGS.pixel_range.split(","))
+WORKERS = ServeSettings(workers=ARGS.workers).with_env().workers
+IMAGE = SHAPE[1:] if SHAPE[0] == 1 else SHAPE  # a single-channel image is sent as H x W
+# The typed request schema: BentoML's client can send a numpy array, and /docs.json describes it.
+Images = Annotated[np.ndarray, Shape((-1, *IMAGE)), DType("int64" if ARGS.pixel_dtype == "int" else "float32"),
+                   DocumentedImages(IMAGE, LOW, HIGH, ARGS.pixel_dtype == "int")]
 
 
 def load_spec(root: Path) -> tuple[Preprocessor, ImageSpec, ServeSettings]:
@@ -49,11 +67,16 @@ def load_spec(root: Path) -> tuple[Preprocessor, ImageSpec, ServeSettings]:
     pre = Preprocessor.load(root / "preprocessor.json")
     with open(root / "serve.json", encoding="utf-8") as f:
         settings = ServeSettings.from_mapping(json.load(f)).with_env()
+    built, found = (SHAPE, ARGS.pixel_dtype, (LOW, HIGH)), (tuple(pre.image_shape), pre.raw_dtype,
+                                                          (pre.raw_min, pre.raw_max))
+    if built != found:
+        raise ArtifactError(f"the Bento was built for images (shape, pixel type, range) {built}, but its model's "
+                            f"preprocessor takes {found}")
     return pre, ImageSpec(pre.image_shape, pre.raw_min, pre.raw_max, pre.raw_dtype,
                           settings.max_request_images), settings
 
 
-@bentoml.service(name="maas-digits", traffic={"timeout": 30}, workers=1, resources={"cpu": "1"})
+@bentoml.service(name="maas-digits", traffic={"timeout": 30}, workers=WORKERS, resources={"cpu": "1"})
 class DigitsService:
     bento_model = bentoml.models.BentoModel(ARGS.model_tag)
 
@@ -65,28 +88,44 @@ class DigitsService:
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
+        self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms)
+        self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
+                                       spec=self.image_spec)
+        metrics.start(model_tag=self.card.model_tag, bento_tag=self.card.bento_tag, classes=self.card.classes)
         print(f"maas: loaded {self.bento_model.tag} ({self.model.spec['backend']} {self.model.spec['model']['arch']}, "
-              f"compression={model_files.compression_method(self.model.spec)})", flush=True)
+              f"compression={model_files.compression_method(self.model.spec)}); batching up to "
+              f"{self.settings.max_batch_size} images, waiting up to {self.settings.max_latency_ms:g} ms", flush=True)
+
+    def _infer(self, raw: np.ndarray) -> tuple:
+        out = self.model.predictor.predict(self.preprocessor.transform(raw))
+        return out.proba, out.anomaly
 
     @bentoml.api
-    def predict(self, ctx: bentoml.Context, images: list = IMAGES) -> PredictResponse:
+    async def predict(self, ctx: bentoml.Context, images: Images = IMAGES,
+                      return_probabilities: bool = RETURN_PROBABILITIES) -> PredictResponse:
         """Classify a batch of raw images.
 
-        A request the model can't take (not JSON, no `images`, an unknown field, a wrong shape,
-        a pixel of another type or outside the raw range, too many images) gets 400 with the body
-        `{"error": "<what is wrong, naming the field>"}`, e.g. `{"error": "images[0][2][3] is 3.5;
-        pixels must be integers in [0, 16] (the raw data's type and range)"}`.
+        Concurrent requests share forward passes (adaptive batching); an answer is the same whatever
+        it was batched with. A request the model can't take (not JSON, no `images`, an unknown field, a
+        wrong shape, a pixel of another type or outside the raw range, too many images) gets 400 with
+        the body `{"error": "<what is wrong, naming the field>"}`, e.g. `{"error": "images[0][2][3] is
+        3.5; pixels must be integers in [0, 16] (the raw data's type and range)"}`.
         """
-        raw = getattr(ctx.request.state, CHECKED_BATCH, None)  # over HTTP, CheckRequests checked the body
-        if raw is None:
+        checked = getattr(ctx.request.state, CHECKED, None)  # over HTTP, CheckRequests checked the body
+        if checked is None:
             try:
-                raw = to_batch(images, self.image_spec)
+                checked = Checked(to_batch(np.asarray(images).tolist(), self.image_spec), return_probabilities)
             except BadRequest as e:
                 return reject(e)
-        out = self.model.predictor.predict(self.preprocessor.transform(raw))
-        return PredictResponse(classes=out.proba.argmax(1).tolist(), probabilities=out.proba.astype(float).round(6).tolist(),
-                               anomaly_scores=None if out.anomaly is None else out.anomaly.astype(float).round(6).tolist())
+        proba, anomaly = await self.batcher.run(checked.rows)
+        classes = proba.argmax(1).tolist()
+        metrics.count_predictions(classes)
+        return PredictResponse(classes=classes,
+                               probabilities=proba.astype(float).round(6).tolist() if checked.return_probabilities
+                               else [],
+                               anomaly_scores=[] if anomaly is None else anomaly.astype(float).round(6).tolist())
 
 
+DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML's own APIs are POST)
 DigitsService.add_asgi_middleware(DocumentErrors)
 DigitsService.add_asgi_middleware(CheckRequests, route=DigitsService.apis["predict"].route)

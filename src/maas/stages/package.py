@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maas import io
 from maas.serving import BENTO_MODEL_SUBDIR
+from maas.serving.metadata import CARD_FILE
 from maas.stages import Stage, stage_entry
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import METRICS_FILE
@@ -24,7 +25,7 @@ from maas.stages.preprocess import PREPROCESSOR_FILE
 from maas.stages.validate import RESULT_FILE
 
 BENTO_FILE = "bento.json"
-CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
+CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image),
 # and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
@@ -67,14 +68,15 @@ def service_requirements(backend: str) -> str:
                    for name in (*BACKEND_PACKAGES[backend], *SERVICE_PACKAGES))
 
 
-def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str) -> str:
+def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str, args: dict[str, str]) -> str:
+    """Build the Bento from a staging copy of src/maas; `args` are the service's ServiceArgs besides the tag."""
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (Path(ctx) / "requirements.txt").write_text(service_requirements(backend))
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
-                                               args={"model_tag": model_tag})
+                                               args={"model_tag": model_tag, **args})
     return str(bento.tag)
 
 
@@ -82,6 +84,7 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str) 
 def run(cfg: DictConfig) -> dict:
     import bentoml
 
+    from maas.data.preprocessor import Preprocessor
     from maas.model_files import MODEL_FILE, read_spec
     from maas.model_card import build_card, render_markdown
 
@@ -102,8 +105,11 @@ def run(cfg: DictConfig) -> dict:
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
     card["model_tag"] = model_tag
     print(f"package: model {model_tag}; building Bento", flush=True)
+    pre = Preprocessor.load(Path(cfg.paths.processed) / PREPROCESSOR_FILE)
+    service_args = {"image_shape": ",".join(map(str, pre.image_shape)), "pixel_dtype": pre.raw_dtype,
+                    "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}", "workers": str(cfg.serve.workers)}
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
-                            spec["backend"])
+                            spec["backend"], service_args)
 
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))

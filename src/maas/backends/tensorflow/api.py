@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from omegaconf import DictConfig
 
-from maas.backends.base import Prediction, TrainResult
+from maas.backends.base import Prediction, TrainResult, predict_in_blocks
 from maas.backends.tensorflow import keras as _keras
 from maas.errors import ArtifactError, ConfigError
 
@@ -93,16 +93,12 @@ class KerasPredictor:
 
         self._run = run
 
-    def predict(self, x: np.ndarray, batch_size: int = 512) -> Prediction:
-        if len(x) == 0:
-            raise ValueError("predict needs at least one input")
-        proba, anomaly = [], []
-        for i in range(0, len(x), batch_size):
-            p, a = self._run(tf.constant(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)))
-            proba.append(p.numpy())
-            anomaly.append(a.numpy())
-        return Prediction(np.concatenate(proba).astype(np.float32),
-                          np.concatenate(anomaly).astype(np.float32) if self.scores_anomalies else None)
+    def _forward(self, block: np.ndarray):
+        proba, anomaly = self._run(tf.constant(block))
+        return proba.numpy(), anomaly.numpy()
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        return predict_in_blocks(x, self._forward, self.scores_anomalies)
 
 
 def predictor(model, compression: str = "none") -> KerasPredictor:

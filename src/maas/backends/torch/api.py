@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from maas.backends.base import Prediction, TrainResult
+from maas.backends.base import Prediction, TrainResult, predict_in_blocks
 from maas.errors import ArtifactError, ConfigError
 
 OUTPUT_CHANNEL_AXIS = 0  # torch kernels are (out, in, ...)
@@ -35,22 +35,19 @@ def set_weights(model: torch.nn.Module, weights: dict[str, np.ndarray]) -> None:
 
 class TorchPredictor:
     def __init__(self, model: torch.nn.Module, compression: str):
-        from maas.compression.int8_dynamic import dynamic_linear
-
-        self.model = dynamic_linear(model) if compression == "int8_dynamic" else model.eval()
+        # int8 weights are dequantized on load and run as fp32: torch's dynamic-int8 Linear kernels
+        # quantize activations with each batch's range, so an answer changed with its batch-mates.
+        self.model = model.eval()
         self.scores_anomalies = hasattr(self.model, "anomaly_score")
 
     @torch.no_grad()
-    def predict(self, x: np.ndarray, batch_size: int = 512) -> Prediction:
-        proba, anomaly = [], []
-        for i in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))
-            proba.append(torch.softmax(self.model(xb).float(), dim=1).numpy())
-            if self.scores_anomalies:
-                anomaly.append(self.model.anomaly_score(xb).float().numpy())
-        if not proba:
-            raise ValueError("predict needs at least one input")
-        return Prediction(np.concatenate(proba), np.concatenate(anomaly) if anomaly else None)
+    def _forward(self, block: np.ndarray):
+        xb = torch.from_numpy(block)
+        proba = torch.softmax(self.model(xb).float(), dim=1).numpy()
+        return proba, self.model.anomaly_score(xb).float().numpy() if self.scores_anomalies else None
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        return predict_in_blocks(x, self._forward, self.scores_anomalies)
 
 
 def predictor(model: torch.nn.Module, compression: str = "none") -> TorchPredictor:

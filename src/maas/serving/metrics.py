@@ -1,0 +1,73 @@
+"""The service's own Prometheus metrics, served on /metrics beside BentoML's.
+
+    maas_model_info{model_tag="maas-digits:<v>", bento_tag="maas-digits:<v>"} 1
+    maas_predictions_total{class="3"}             images answered with class 3
+    maas_rejected_requests_total{reason="pixel"}  requests refused, by REASONS
+
+Every label takes values from a fixed set (the model's classes, REASONS, one model),
+so the number of series is bounded whatever clients send.
+
+BentoML runs its workers with prometheus_client in multiprocess mode: each worker
+writes its counts to files in PROMETHEUS_MULTIPROC_DIR, and /metrics sums them.
+prometheus_client picks that mode when it is first imported, so it is imported
+here on first use (in the worker), never when the service module is imported.
+(`bentoml.metrics` did the same, and is deprecated in favour of this.)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cache
+from types import SimpleNamespace
+from typing import Iterable, Literal, get_args
+
+# Why a request was refused. Others add theirs here: a reason outside this set is a bug, not a new series.
+Reason = Literal[
+    "not_json",          # the body is not JSON
+    "bad_field",         # not {"images": [...]}: no images, unknown fields, images not a non-empty list
+    "too_many_images",   # more than max_request_images
+    "shape",             # an image of the wrong shape, ragged or unlike the others
+    "pixel",             # a pixel of the wrong type or outside the raw range
+    "content_type",      # a content-type other than application/json
+    "body_too_large",    # more than max_body_bytes
+    "body_timeout",      # the body did not arrive within body_timeout_s
+    "unauthorized",      # no or a wrong API key
+    "other",             # a BadRequest raised without a reason
+]
+REASONS: tuple[str, ...] = get_args(Reason)
+
+
+@cache
+def _metrics() -> SimpleNamespace:
+    from prometheus_client import Counter as PromCounter, Gauge
+
+    return SimpleNamespace(
+        # livemax: one series per model whatever the number of workers, gone when they are.
+        info=Gauge("maas_model_info", "The model this server answers with (value 1)",
+                   ["model_tag", "bento_tag"], multiprocess_mode="livemax"),
+        predictions=PromCounter("maas_predictions", "Images classified, by predicted class", ["class"]),
+        rejections=PromCounter("maas_rejected_requests", "Requests refused, by reason", ["reason"]),
+    )
+
+
+def start(*, model_tag: str, bento_tag: str | None, classes: Iterable[int]) -> None:
+    """Publish the model's tags, and every class and reason at 0 (so rate() has a start)."""
+    m = _metrics()
+    m.info.labels(model_tag, bento_tag or "none").set(1)
+    for c in classes:
+        m.predictions.labels(str(c))
+    for reason in REASONS:
+        m.rejections.labels(reason)
+
+
+def count_predictions(classes: Iterable[int]) -> None:
+    """Count one prediction per element of `classes` (the class each image was answered with)."""
+    predictions = _metrics().predictions
+    for c, n in Counter(classes).items():
+        predictions.labels(str(c)).inc(n)
+
+
+def count_rejection(reason: str) -> None:
+    if reason not in REASONS:
+        raise ValueError(f"unknown rejection reason {reason!r}; add it to maas.serving.metrics.Reason")
+    _metrics().rejections.labels(reason).inc()
