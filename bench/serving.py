@@ -1,7 +1,8 @@
 """Serving speed: `bentoml serve` of the maas Bento on loopback, adaptive batching on and off,
 beside two ceilings measured in the same run.
 
-    .venv/bin/python bench/serving.py [--bento models/bento] [--quick] [--workers N] [--on KEY=VALUE ...]
+    .venv/bin/python bench/serving.py [--bento models/bento] [--quick] [--workers N]
+                                      [--on KEY=VALUE ...] [--variant KEY=VALUE[,KEY=VALUE...] ...]
 
 --bento is a folder holding bento.json (the package stage's record; default: paths.bento of
 params.yaml, as `make run` leaves it), a bento.json, a .bento archive or a tag in the BentoML
@@ -12,23 +13,29 @@ data set, integers 0..16), the same prepared body {"images": [<8x8>]}, so images
 Contenders, each its own `bentoml serve` on 127.0.0.1, all started before the first window and
 left up, measured in turn at each concurrency (the order rotates, so all see the same load):
 
-  on     the Bento, MAAS_SERVE_MAX_BATCH_SIZE=64 MAAS_SERVE_MAX_LATENCY_MS=5 (--on changes them)
+  on     the Bento with the batching its serve.json ships (conf/serve: max_batch_size,
+         max_latency_ms), passed as MAAS_SERVE_* so it shows; --on changes them
   off    the Bento, MAAS_SERVE_MAX_BATCH_SIZE=1: every request runs alone
-  noop   bench/noop_service.py: the same body parsed by BentoML into the same `images: list`,
-         a constant answer of the same response model, the same server config and workers
-         count. Its best requests/s is ceiling (b): what BentoML itself allows.
+  (each --variant: the on settings with the variant's changed; shown, not in the figures)
+  noop   bench/noop_service.py: the same body parsed by BentoML into the same typed arguments
+         by an async method, a constant answer of the same response model, the same server
+         config and workers. Its best images/s over the concurrencies is ceiling (b): what
+         BentoML itself allows on this machine.
 
-Ceiling (a) is the raw model in this process before any server starts: the packaged model
-loaded with maas.model_files.load + its preprocessor, as the service loads them, timed on
-transform + predict of batches of 1..512 images, with torch's default threads and with one;
-the best images/s counts.
+Every server gets MAAS_SERVE_WORKERS (--workers, default the Bento's serve.json), and no
+MAAS_SERVE_* of the caller's environment. Ceiling (a) is the raw model in this process before
+any server starts: the packaged model loaded with maas.model_files.load + its preprocessor, as
+the service loads them, timed on transform + predict of batches of 1..512 images, with torch's
+default threads and with one; the best images/s counts.
 
 Load: one aiohttp ClientSession (TCPConnector(limit=concurrency)) and `concurrency` tasks that
 each send the next request as soon as the last one is answered, at concurrency 1, 16 and 64.
-A warm-up, then a fixed window; a request counts if it completes inside the window, its latency
-from send to the end of its body. The load generator runs in this process and shares the
-machine's cores with the server: the figures include that, and the cores each side used during
-the window (CPU seconds per second, from /proc via psutil) are printed beside them.
+A warm-up, then a fixed window; a request counts if it is answered 200 inside the window, its
+latency from send to the end of its body; other answers are counted as errors. The load
+generator runs in this process and shares the machine's cores with the servers: the figures
+include that, and the cores each side used during the window (CPU seconds per second, via
+psutil) are printed beside them, with images per second of server CPU, which moves less than
+wall time when other jobs share the machine.
 
 ready_s is the time from starting `bentoml serve <tag>` to the first 200 from /readyz
 (polled every 20 ms), the median over --starts starts (the on and off servers count).
@@ -61,8 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
 BATCH_SIZES = tuple(2**i for i in range(10))  # 1..512, the most images one request may carry
 ENV_PREFIX = "MAAS_SERVE_"
-ON = {"MAX_BATCH_SIZE": "64", "MAX_LATENCY_MS": "5"}
-OFF = {"MAX_BATCH_SIZE": "1"}
+OFF = {"MAAS_SERVE_MAX_BATCH_SIZE": "1"}
 GOALS = {"vs_lower_ceiling": (">=", 0.8), "batching_speedup": (">=", 2.0), "ready_s": ("<=", 5.0)}
 
 
@@ -269,7 +275,9 @@ def summarize(runs: list[dict]) -> dict:
             errors[k] = errors.get(k, 0) + v
     if not len(lat):
         raise SystemExit(f"no request was answered 200 in the windows (answers: {errors})")
+    server_cpu_s = sum(r["server_cpu_s"] for r in runs)
     return {"rps": round(len(lat) / window, 1),
+            "per_server_cpu_s": round(len(lat) / server_cpu_s, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2),
             "p99_ms": round(float(np.percentile(lat, 99)), 2),
             "requests": int(len(lat)), "errors": errors,
@@ -278,20 +286,28 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def serve_env(overrides: dict[str, str]) -> dict[str, str]:
-    """This environment without any MAAS_SERVE_* of the caller's, plus `overrides` (keys without the prefix)."""
+    """This environment without any MAAS_SERVE_* of the caller's, plus `overrides`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update({ENV_PREFIX + k: v for k, v in overrides.items()})
+    env.update(overrides)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     return env
 
 
 def key_values(pairs: list[str]) -> dict[str, str]:
+    """KEY=VALUE pairs as environment variables: a serve key (max_latency_ms) becomes MAAS_SERVE_<KEY>,
+    any other name (OMP_NUM_THREADS) is taken as it is."""
+    from dataclasses import fields
+
+    from maas.serving.settings import ServeSettings
+
+    serve_keys = {f.name.upper() for f in fields(ServeSettings)}
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--on {pair!r}: expected KEY=VALUE, e.g. MAX_LATENCY_MS=10")
-        out[key.upper().removeprefix(ENV_PREFIX)] = value
+            raise SystemExit(f"{pair!r}: expected KEY=VALUE, e.g. MAX_LATENCY_MS=10")
+        name = key.upper().removeprefix(ENV_PREFIX)
+        out[ENV_PREFIX + name if name in serve_keys else key] = value
     return out
 
 
@@ -300,32 +316,35 @@ def meets(value: float, goal: tuple[str, float]) -> bool:
     return value >= target if op == ">=" else value <= target
 
 
-def measure(tag: str, body: bytes, on: dict, off: dict, workers: int, *, rounds: int, warmup: float,
-            window: float, starts: int) -> tuple[dict[tuple[str, int], list[dict]], list[float]]:
-    """The load runs of every (server, concurrency) and the ready_s of each start of the Bento."""
+def measure(tag: str, body: bytes, settings: dict[str, dict[str, str]], noop_env: dict[str, str], *, rounds: int,
+            warmup: float, window: float, starts: int) -> tuple[dict[tuple[str, int], list[dict]], list[float]]:
+    """The load runs of every (server, concurrency) and the ready_s of each start of the Bento.
+
+    `settings`: MAAS_SERVE_* of each Bento server by name ("on", "off", then any variants)."""
     logs = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     servers: dict[str, Server] = {}
     ready: list[float] = []
     runs: dict[tuple[str, int], list[dict]] = {}
     try:
         for i in range(max(0, starts - 2)):  # extra starts, each alone on the machine
-            s = Server(f"start{i + 1}", [tag], serve_env(on), logs)
+            s = Server(f"start{i + 1}", [tag], serve_env(settings["on"]), logs)
             ready.append(s.ready_s)
             s.stop()
-        servers["on"] = Server("on", [tag], serve_env(on), logs)
-        servers["off"] = Server("off", [tag], serve_env(off), logs)
+        for name, env in settings.items():
+            servers[name] = Server(name, [tag], serve_env(env), logs)
         ready += [servers["on"].ready_s, servers["off"].ready_s]
         print("ready_s per start: " + ", ".join(f"{r:.2f}" for r in ready), flush=True)
         servers["noop"] = Server("noop", ["noop_service:Noop", "--working-dir", str(ROOT / "bench")],
-                                 serve_env({"WORKERS": str(workers)}), logs)
+                                 serve_env(noop_env), logs)
         names = list(servers)
+        width = max(map(len, names))
         for r in range(rounds):
             for j, c in enumerate(CONCURRENCY):
-                k = (r * len(CONCURRENCY) + j) % len(names)
+                k = (r * len(CONCURRENCY) + j) % len(names)  # rotate who goes first
                 for name in names[k:] + names[:k]:
                     res = asyncio.run(load(servers[name], body, c, warmup, window))
                     runs.setdefault((name, c), []).append(res)
-                    print(f"round {r + 1}/{rounds} concurrency {c:>2} {name:>4}: "
+                    print(f"round {r + 1}/{rounds} concurrency {c:>2} {name:>{width}}: "
                           f"{len(res['latencies']) / window:8,.1f} req/s", flush=True)
     except BaseException:
         print(f"server logs in {logs}", file=sys.stderr)
@@ -342,19 +361,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bento", help="folder with bento.json, bento.json, .bento archive or tag (default: paths.bento)")
     ap.add_argument("--quick", action="store_true", help="one round of shorter windows, two starts (about 1 min)")
-    ap.add_argument("--rounds", type=int, help="rounds over every (concurrency, server) (default 2, quick 1)")
-    ap.add_argument("--window", type=float, help="seconds measured per (round, concurrency, server) (default 6, quick 3)")
-    ap.add_argument("--warmup", type=float, help="seconds of load before each window (default 2, quick 1)")
+    ap.add_argument("--rounds", type=int, help="rounds over every (concurrency, server) (default 3, quick 1)")
+    ap.add_argument("--window", type=float, help="seconds measured per (round, concurrency, server) (default 4, quick 3)")
+    ap.add_argument("--warmup", type=float, help="seconds of load before each window (default 1.5, quick 1)")
     ap.add_argument("--starts", type=int, help="starts of the Bento timed for ready_s, at least the on and off "
                     "servers' 2 (default 3, quick 2)")
     ap.add_argument("--workers", type=int, help="MAAS_SERVE_WORKERS for every server (default: the Bento's serve.json)")
     ap.add_argument("--on", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="MAAS_SERVE_<KEY> settings of the batching-on server, over the defaults "
-                         + " ".join(f"{k}={v}" for k, v in ON.items()))
+                    help="settings of the batching-on server (a serve key, or any other environment variable), over "
+                         "the Bento's own max_batch_size and max_latency_ms")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE...]",
+                    help="one more Bento server: the on settings with these changed (a serve key, or any other "
+                         "environment variable), measured beside the others but not in the figures; repeatable, "
+                         "e.g. --variant MAX_LATENCY_MS=0 --variant WORKERS=2 --variant OMP_NUM_THREADS=1")
     args = ap.parse_args()
-    rounds = args.rounds or (1 if args.quick else 2)
-    window = args.window or (3.0 if args.quick else 6.0)
-    warmup = args.warmup or (1.0 if args.quick else 2.0)
+    rounds = args.rounds or (1 if args.quick else 3)
+    window = args.window or (3.0 if args.quick else 4.0)
+    warmup = args.warmup or (1.0 if args.quick else 1.5)
     starts = args.starts or (2 if args.quick else 3)
     began = time.perf_counter()
 
@@ -364,8 +387,15 @@ def main() -> None:
 
         built = ServeSettings.from_mapping(json.loads((model_dir / "serve.json").read_text()))
         workers = args.workers or built.workers
-        on = {**ON, **key_values(args.on), "WORKERS": str(workers)}
-        off = {**OFF, "WORKERS": str(workers)}
+        # "on" is the batching the Bento ships with, passed explicitly so the output shows it.
+        on = {ENV_PREFIX + "MAX_BATCH_SIZE": str(built.max_batch_size),
+              ENV_PREFIX + "MAX_LATENCY_MS": f"{built.max_latency_ms:g}", **key_values(args.on),
+              ENV_PREFIX + "WORKERS": str(workers)}
+        if on[ENV_PREFIX + "MAX_BATCH_SIZE"] == "1":
+            raise SystemExit("the Bento's serve.json has max_batch_size=1 (batching off): pass e.g. "
+                             "--on MAX_BATCH_SIZE=64 to measure batching on")
+        off = {**OFF, ENV_PREFIX + "WORKERS": str(workers)}
+        variants = {v: {**on, **key_values(v.split(","))} for v in args.variant}
         from sklearn.datasets import load_digits
 
         images = load_digits().images.astype(int)
@@ -373,8 +403,7 @@ def main() -> None:
         cores = os.cpu_count()
         print(f"Bento {tag} (store {os.environ['BENTOML_HOME']}); its serve.json: max_batch_size="
               f"{built.max_batch_size} max_latency_ms={built.max_latency_ms:g} workers={built.workers}")
-        print(f"on: {' '.join(ENV_PREFIX + k + '=' + v for k, v in on.items())}; "
-              f"off: {' '.join(ENV_PREFIX + k + '=' + v for k, v in off.items())}")
+        print(f"on: {' '.join(k + '=' + v for k, v in on.items())}; off: {' '.join(k + '=' + v for k, v in off.items())}")
         print(f"{rounds} round(s) of {warmup:g} s warm-up + {window:g} s window per (concurrency, server); one "
               f"image ({len(body)} bytes) per request; the load generator runs in this process and shares the "
               f"{cores} cores with the server", flush=True)
@@ -383,13 +412,13 @@ def main() -> None:
         for threads in sorted({t for t, _ in per_batch}):
             print(f"ceiling (a), raw model in-process, {threads or 'default'} thread(s), images/s by batch size: "
                   + ", ".join(f"{bs}: {r:,.0f}" for (t, bs), r in per_batch.items() if t == threads), flush=True)
-        runs, ready = measure(tag, body, on, off, workers, rounds=rounds, warmup=warmup, window=window,
-                              starts=starts)
+        runs, ready = measure(tag, body, {"on": on, "off": off, **variants}, {ENV_PREFIX + "WORKERS": str(workers)},
+                              rounds=rounds, warmup=warmup, window=window, starts=starts)
     finally:
         if temp_store:
             shutil.rmtree(os.environ["BENTOML_HOME"], ignore_errors=True)
 
-    names = ["on", "off", "noop"]
+    names = ["on", "off", *variants, "noop"]
     table = {name: {c: summarize(runs[(name, c)]) for c in CONCURRENCY} for name in names}
     best_threads, best_bs = max(per_batch, key=per_batch.get)
     ceiling_a = per_batch[best_threads, best_bs]
@@ -399,19 +428,27 @@ def main() -> None:
         "batching_speedup": round(table["on"][64]["rps"] / table["off"][64]["rps"], 4),
         "ready_s": round(statistics.median(ready), 2),
     }
+    # The same comparisons per second of server CPU: steadier than wall time when other jobs take cores.
+    per_cpu = {name: {c: row["per_server_cpu_s"] for c, row in table[name].items()} for name in names}
+    cpu_ratios = {"vs_noop": round(per_cpu["on"][64] / max(per_cpu["noop"].values()), 4),
+                  "batching_speedup": round(per_cpu["on"][64] / per_cpu["off"][64], 4)}
 
-    print(f"\n{'server':>6} | {'conc':>4} | {'images/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | "
-          f"{'server cores':>12} | {'client cores':>12}")
+    w = max(6, *map(len, names))
+    print(f"\n{'server':>{w}} | {'conc':>4} | {'images/s':>9} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | "
+          f"{'server cores':>12} | {'client cores':>12} | {'images/server-CPU-s':>19}")
     for name in names:
         for c, row in table[name].items():
-            print(f"{name:>6} | {c:>4} | {row['rps']:9,.1f} | {row['p50_ms']:7.2f} | {row['p99_ms']:7.2f} | "
-                  f"{sum(row['errors'].values()):>6} | {row['server_cores']:12.2f} | {row['client_cores']:12.2f}")
+            print(f"{name:>{w}} | {c:>4} | {row['rps']:9,.1f} | {row['p50_ms']:7.2f} | {row['p99_ms']:7.2f} | "
+                  f"{sum(row['errors'].values()):>6} | {row['server_cores']:12.2f} | {row['client_cores']:12.2f} | "
+                  f"{row['per_server_cpu_s']:19,.1f}")
     print(f"ceiling (a) raw model in-process: {ceiling_a:,.0f} images/s at batch {best_bs}, "
           f"{best_threads or 'default'} thread(s)")
     print(f"ceiling (b) no-op endpoint: {ceiling_b:,.1f} images/s (its best concurrency)")
     for key, value in figures.items():
         goal = GOALS[key]
         print(f"{key} = {value:g}   goal {goal[0]} {goal[1]:g}: {'met' if meets(value, goal) else 'NOT met'}")
+    print(f"per server CPU-second (a cross-check, steadier on a shared machine): on at 64 / noop's best "
+          f"{cpu_ratios['vs_noop']:g}, on / off at 64 {cpu_ratios['batching_speedup']:g}")
     elapsed = time.perf_counter() - began
     print(f"whole run {elapsed:.0f} s; the load generator shares the {cores} cores with the server")
     print(json.dumps({
@@ -421,6 +458,8 @@ def main() -> None:
         "images_per_s": {name: {str(c): row["rps"] for c, row in table[name].items()} for name in names},
         "p50_ms": {name: {str(c): row["p50_ms"] for c, row in table[name].items()} for name in names},
         "p99_ms": {name: {str(c): row["p99_ms"] for c, row in table[name].items()} for name in names},
+        "images_per_server_cpu_s": {name: {str(c): v for c, v in per_cpu[name].items()} for name in names},
+        "per_server_cpu_s_ratios": cpu_ratios,
         "errors": {name: {str(c): row["errors"] for c, row in table[name].items() if row["errors"]} for name in names},
         "cores_used": {name: {str(c): {"server": row["server_cores"], "client": row["client_cores"]}
                               for c, row in table[name].items()} for name in names},
@@ -429,7 +468,7 @@ def main() -> None:
         "ceiling_noop_images_per_s": ceiling_b,
         "model_images_per_s_by_threads_batch": {f"{t}x{bs}": round(r, 1) for (t, bs), r in per_batch.items()},
         "ready_s_each": [round(r, 3) for r in ready],
-        "on_env": on, "off_env": off, "workers": workers, "bento": tag, "cores": cores,
+        "on_env": on, "off_env": off, "variants_env": variants, "workers": workers, "bento": tag, "cores": cores,
         "load_generator": "aiohttp in the bench process, sharing the cores with the server",
         "rounds": rounds, "window_s": window, "warmup_s": warmup, "elapsed_s": round(elapsed, 1),
     }))
