@@ -20,6 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The API key the session's server (`served`) accepts: every request to a keyed route sends it.
+SERVE_KEY = "maas-tests-serve-key-0123456789"
+SERVE_AUTH = {"Authorization": f"Bearer {SERVE_KEY}"}
 
 _HOME = Path(tempfile.mkdtemp(prefix="maas-tests-"))
 os.environ["BENTOML_HOME"] = str(_HOME / "bentoml")
@@ -187,10 +190,12 @@ def without_venv_on_path() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def served(tiny_run, tmp_path_factory):
     """`<venv>/bin/maas serve` as a user types it: from a project's subfolder, whose params.yaml names
-    the Bento folder relatively, with an empty BentoML store and without the venv on PATH."""
+    the Bento folder relatively, with an empty BentoML store and without the venv on PATH; keyed with
+    a keys file holding SERVE_KEY's hash (tests may add and revoke their own keys in it)."""
     from omegaconf import OmegaConf
 
     from maas.config import write_params
+    from maas.serving.keys import hash_key
 
     cfg, summaries = tiny_run
     work = tmp_path_factory.mktemp("serve")
@@ -198,7 +203,10 @@ def served(tiny_run, tmp_path_factory):
     shutil.copytree(cfg.paths.bento, project / "models" / "bento")
     local = OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}})
     write_params(local, project / "params.yaml")
-    env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml")}
+    keys_file = work / "api-keys.txt"
+    keys_file.write_text(f"{hash_key(SERVE_KEY)}  # tests\n")
+    env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml"),
+           "MAAS_API_KEYS_FILE": "../../api-keys.txt"}  # relative to where `maas serve` is typed: project/conf
     assert shutil.which("bentoml", path=env["PATH"]) != str(BIN / "bentoml")
     port = free_port()
     proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env,
@@ -206,6 +214,7 @@ def served(tiny_run, tmp_path_factory):
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
         yield {"url": f"http://127.0.0.1:{port}", "home": work / "bentoml", "cfg": cfg,
-               "bento_tag": summaries["package"]["bento_tag"], "log": work / "serve.log"}
+               "bento_tag": summaries["package"]["bento_tag"], "log": work / "serve.log", "keys_file": keys_file,
+               "key": SERVE_KEY, "headers": SERVE_AUTH}
     finally:
         stop(proc)

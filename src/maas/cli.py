@@ -16,6 +16,9 @@
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
+    maas api-key new --file F [--name N]   print a new API key once, append its hash to F
+    maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
+    maas api-key hash                 print the hash of the key read from stdin (a line for F)
 """
 
 from __future__ import annotations
@@ -174,6 +177,23 @@ def cmd_serve(args) -> None:
     os.execv(argv[0], argv)
 
 
+def cmd_api_key(args) -> None:
+    from maas.serving import keys
+
+    if args.action == "hash":
+        if not (key := sys.stdin.readline().strip()):
+            raise MaasError("maas api-key hash reads the key from stdin: echo \"$KEY\" | maas api-key hash")
+        print(keys.hash_key(key))
+    elif args.action == "new":
+        key, digest = keys.new_key(Path(args.file), args.name)
+        print(key)  # alone on stdout, so `KEY=$(maas api-key new ...)` captures it
+        print(f"appended its sha256 {digest} to {args.file}; the key itself is stored nowhere: keep it now",
+              file=sys.stderr)
+    else:
+        for entry in keys.revoke(Path(args.file), args.which):
+            print(f"revoked {entry.name or entry.digest} (line {entry.line} of {args.file})")
+
+
 def at_project_root(args) -> None:
     """Work from the project root, as dvc does from a subfolder; files named on the
     command line stay relative to where the user typed them."""
@@ -182,6 +202,8 @@ def at_project_root(args) -> None:
     for name in ("params", "out", "sweep_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if keys_file := os.environ.get("MAAS_API_KEYS_FILE"):  # so does the keys file `maas serve` passes on
+        os.environ["MAAS_API_KEYS_FILE"] = str(Path(keys_file).resolve())
     os.chdir(project_root())
 
 
@@ -239,6 +261,17 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--params", help="default: params.yaml at the project root")
     v.add_argument("--port", type=int, default=3000)
     v.set_defaults(fn=cmd_serve)
+
+    k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
+    k.set_defaults(fn=cmd_api_key, anywhere=True)
+    ka = k.add_subparsers(dest="action", required=True)
+    kn = ka.add_parser("new", help="print a new key once and append its hash to the keys file")
+    kn.add_argument("--file", required=True, help="the keys file (created if missing)")
+    kn.add_argument("--name", help="a name for the key, written beside its hash")
+    kr = ka.add_parser("revoke", help="remove a key from the keys file")
+    kr.add_argument("which", help="the key's name or hash")
+    kr.add_argument("--file", required=True)
+    ka.add_parser("hash", help="print the sha256 of the key read from stdin")
     return p
 
 
@@ -252,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
     try:
-        at_project_root(args)
+        if not getattr(args, "anywhere", False):  # a serving host holds a keys file, not a project
+            at_project_root(args)
         args.fn(args)
     except MaasError as e:
         print(f"maas: error: {e}", file=sys.stderr)

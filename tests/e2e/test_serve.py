@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import BIN, ROOT, free_port, start, stop, wait_http, without_venv_on_path
+from conftest import BIN, ROOT, SERVE_AUTH, free_port, start, stop, wait_http, without_venv_on_path
 from maas import io
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ PIXELS = "pixels must be integers in [0, 16] (the raw data's type and range)"
 
 
 def predict(url: str, body) -> httpx.Response:
-    return httpx.post(f"{url}/predict", json=body, timeout=30)
+    return httpx.post(f"{url}/predict", json=body, timeout=30, headers=SERVE_AUTH)
 
 
 def test_predicts_raw_images_like_the_pipeline_does(served):
@@ -82,7 +82,7 @@ def post_bad(url: str, case: str) -> httpx.Response:
     body, media_type, _ = BAD[case]
     text = body if isinstance(body, str) else json.dumps(body)
     return httpx.post(f"{url}/predict", content=text.encode(), timeout=30,
-                      headers={"content-type": media_type or "application/json"})
+                      headers={"content-type": media_type or "application/json", **SERVE_AUTH})
 
 
 @pytest.mark.parametrize("case", list(BAD))

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import SERVE_AUTH
 from maas import io
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ ZERO = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 15, 2, 0
 
 def test_metadata_is_the_card_of_the_served_bento(served):
     cfg = served["cfg"]
-    r = httpx.get(served["url"] + "/metadata", timeout=10)
+    r = httpx.get(served["url"] + "/metadata", headers=SERVE_AUTH, timeout=10)
     assert r.status_code == 200, r.text
     card = r.json()
     built = json.loads((Path(cfg.paths.bento) / "bento.json").read_text())  # what the package stage built
@@ -53,8 +54,9 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
             if s.name.startswith("maas_")}
 
 
-def post(url: str, text: str, media_type: str = "application/json") -> httpx.Response:
-    return httpx.post(url + "/predict", content=text.encode(), headers={"content-type": media_type}, timeout=30)
+def post(url: str, text: str, media_type: str = "application/json", key: bool = True) -> httpx.Response:
+    return httpx.post(url + "/predict", content=text.encode(), timeout=30,
+                      headers={"content-type": media_type, **(SERVE_AUTH if key else {})})
 
 
 # Refused requests of known kinds, and the reason each must be counted under.
@@ -83,6 +85,8 @@ def test_metrics_count_each_prediction_by_class_and_each_refusal_by_reason(serve
                                                  "too_many_images")]:
         assert post(url, text, media_type).status_code == 400
         refused[reason] += 1
+    assert post(url, json.dumps({"images": [ZERO]}), key=False).status_code == 401
+    refused["unauthorized"] += 1
     after = scrape(url)
 
     def increase(name: str, **labels) -> float:
@@ -96,7 +100,7 @@ def test_metrics_count_each_prediction_by_class_and_each_refusal_by_reason(serve
         assert increase("maas_rejected_requests_total", reason=reason) == refused[reason], reason
     assert refused["pixel"] == 2
     info = {labels: v for (name, labels), v in after.items() if name == "maas_model_info"}
-    card = httpx.get(url + "/metadata", timeout=10).json()
+    card = httpx.get(url + "/metadata", headers=SERVE_AUTH, timeout=10).json()
     assert info == {(("bento_tag", served["bento_tag"]), ("model_tag", card["model_tag"])): 1.0}
 
 
@@ -104,7 +108,7 @@ def test_the_docs_example_for_predict_posted_as_is_gets_200(served):
     doc = httpx.get(served["url"] + "/docs.json", timeout=10).json()
     example = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
     assert example == {"images": [ZERO]}  # a real digit, not a made-up pattern
-    r = httpx.post(served["url"] + "/predict", json=example, timeout=30)
+    r = httpx.post(served["url"] + "/predict", json=example, headers=SERVE_AUTH, timeout=30)
     assert r.status_code == 200, r.text
     assert len(r.json()["classes"]) == 1
 
@@ -113,6 +117,6 @@ def test_the_docs_document_get_metadata(served):
     doc = httpx.get(served["url"] + "/docs.json", timeout=10).json()
     ref = doc["paths"]["/metadata"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
     schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
-    card = httpx.get(served["url"] + "/metadata", timeout=10).json()
+    card = httpx.get(served["url"] + "/metadata", headers=SERVE_AUTH, timeout=10).json()
     assert card.keys() == schema["properties"].keys()
-    assert httpx.post(served["url"] + "/metadata", timeout=10).status_code == 405
+    assert httpx.post(served["url"] + "/metadata", headers=SERVE_AUTH, timeout=10).status_code == 405

@@ -36,14 +36,14 @@ class Batcher:
     one leading entry per row; each caller gets its slice of every array.
     """
 
-    def __init__(self, infer: Callable[[np.ndarray], tuple], max_batch_size: int, max_latency_ms: float) -> None:
+    def __init__(self, infer: Callable[[np.ndarray], tuple], max_batch_size: int, max_latency_ms: float,
+                 on_batch: Callable[[int, int], None] = lambda requests, rows: None) -> None:
         self.infer, self.max_batch_size, self.max_wait = infer, max_batch_size, max_latency_ms / 1000
+        self.on_batch = on_batch  # (requests, rows) of every forward pass run
         self._queue: asyncio.Queue[_Pending] | None = None
         self._carry: _Pending | None = None  # taken from the queue but too big for the batch it met
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maas-infer")
         self._worker: asyncio.Task | None = None
-        self.batches = 0  # forward passes run, for tests and logs
-        self.rows = 0
 
     async def run(self, rows: np.ndarray) -> tuple:
         if self._worker is None:  # created lazily: the event loop is the server's, not the importer's
@@ -67,14 +67,13 @@ class Batcher:
                     if not p.done.done():
                         p.done.set_exception(e)
                 continue
-            self.batches += 1
             start = 0
             for p in batch:
                 end = start + len(p.rows)
                 if not p.done.done():
                     p.done.set_result(tuple(None if a is None else a[start:end] for a in out))
                 start = end
-            self.rows += start
+            self.on_batch(len(batch), start)
 
     async def _collect(self, loop) -> list[_Pending]:
         first = self._carry or await self._queue.get()

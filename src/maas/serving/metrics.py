@@ -3,6 +3,8 @@
     maas_model_info{model_tag="maas-digits:<v>", bento_tag="maas-digits:<v>"} 1
     maas_predictions_total{class="3"}             images answered with class 3
     maas_rejected_requests_total{reason="pixel"}  requests refused, by REASONS
+    maas_batch_requests_bucket{le="8"}            forward passes that served at most 8 requests
+    maas_batch_images_bucket{le="64"}             forward passes over at most 64 images
 
 Every label takes values from a fixed set (the model's classes, REASONS, one model),
 so the number of series is bounded whatever clients send.
@@ -39,7 +41,7 @@ REASONS: tuple[str, ...] = get_args(Reason)
 
 @cache
 def _metrics() -> SimpleNamespace:
-    from prometheus_client import Counter as PromCounter, Gauge
+    from prometheus_client import Counter as PromCounter, Gauge, Histogram
 
     return SimpleNamespace(
         # livemax: one series per model whatever the number of workers, gone when they are.
@@ -47,6 +49,11 @@ def _metrics() -> SimpleNamespace:
                    ["model_tag", "bento_tag"], multiprocess_mode="livemax"),
         predictions=PromCounter("maas_predictions", "Images classified, by predicted class", ["class"]),
         rejections=PromCounter("maas_rejected_requests", "Requests refused, by reason", ["reason"]),
+        # How well adaptive batching works: requests and images per shared forward pass.
+        batch_requests=Histogram("maas_batch_requests", "Requests answered by one forward pass",
+                                 buckets=(1, 2, 4, 8, 16, 32, 64, 128, float("inf"))),
+        batch_images=Histogram("maas_batch_images", "Images in one forward pass",
+                               buckets=(1, 4, 16, 64, 256, 1024, float("inf"))),
     )
 
 
@@ -71,3 +78,9 @@ def count_rejection(reason: str) -> None:
     if reason not in REASONS:
         raise ValueError(f"unknown rejection reason {reason!r}; add it to maas.serving.metrics.Reason")
     _metrics().rejections.labels(reason).inc()
+
+
+def observe_batch(requests: int, images: int) -> None:
+    m = _metrics()
+    m.batch_requests.observe(requests)
+    m.batch_images.observe(images)

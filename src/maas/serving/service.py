@@ -7,6 +7,8 @@ The package stage builds it with the exact model tag it produced
     curl -X POST localhost:3000/predict -H 'content-type: application/json' \
          -d '{"images": [[[0,0,5,13,9,1,0,0], ...8 rows...]]}'
 
+With API keys configured (MAAS_API_KEYS_FILE or MAAS_API_KEYS, see auth.py), every route but
+health and docs also needs `-H 'Authorization: Bearer <key>'`; without one it gets 401.
 Every refused request gets 400 with the body {"error": "<what is wrong>"}
 (ErrorResponse) and one WARNING line in the server log.
 """
@@ -25,6 +27,7 @@ from pydantic import BaseModel
 
 from maas.errors import ArtifactError
 from maas.serving import BENTO_MODEL_SUBDIR, metadata, metrics
+from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
 from maas.serving.middleware import CHECKED, CheckRequests, DocumentErrors, reject
 from maas.serving.schemas import (IMAGES, RETURN_PROBABILITIES, BadRequest, Checked, DocumentedImages, ImageSpec,
@@ -88,7 +91,8 @@ class DigitsService:
         # model directory is data, so nothing in it can choose what code runs here.
         self.model = model_files.load(root)
         self.preprocessor, self.image_spec, self.settings = load_spec(root)
-        self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms)
+        self.batcher = Batcher(self._infer, self.settings.max_batch_size, self.settings.max_latency_ms,
+                               on_batch=metrics.observe_batch)
         self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
                                        spec=self.image_spec)
         metrics.start(model_tag=self.card.model_tag, bento_tag=self.card.bento_tag, classes=self.card.classes)
@@ -127,5 +131,8 @@ class DigitsService:
 
 
 DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML's own APIs are POST)
+# Starlette wraps middlewares in the order added, the first outermost: RequireKey refuses a
+# request without a valid key before CheckRequests reads its body.
+DigitsService.add_asgi_middleware(RequireKey)
 DigitsService.add_asgi_middleware(DocumentErrors)
 DigitsService.add_asgi_middleware(CheckRequests, route=DigitsService.apis["predict"].route)

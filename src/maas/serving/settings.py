@@ -19,7 +19,7 @@ ENV_PREFIX = "MAAS_SERVE_"
 @dataclass(frozen=True)
 class ServeSettings:
     max_batch_size: int = 64
-    max_latency_ms: float = 5.0
+    max_latency_ms: float = 0.0
     max_request_images: int = 512
     max_body_bytes: int = 1 << 20
     body_timeout_s: float = 10.0
