@@ -24,7 +24,7 @@ left up, measured in turn at each concurrency (the order rotates, so all see the
          concurrencies would be biased upwards by noise; it is printed too).
 
 Every server gets MAAS_SERVE_WORKERS (--workers, default the Bento's serve.json), and no
-MAAS_SERVE_* of the caller's environment. Ceiling (a) is the raw model in this process before
+MAAS_SERVE_* or MAAS_API_KEYS* of the caller's environment (no keys: every route is open). Ceiling (a) is the raw model in this process before
 any server starts: the packaged model loaded with maas.model_files.load + its preprocessor, as
 the service loads them, timed on transform + predict of batches of 1..512 images, with torch's
 default threads and with one; the best images/s counts.
@@ -287,8 +287,8 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def serve_env(overrides: dict[str, str]) -> dict[str, str]:
-    """This environment without any MAAS_SERVE_* of the caller's, plus `overrides`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    """This environment without any MAAS_SERVE_* or API keys of the caller's, plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith((ENV_PREFIX, "MAAS_API_KEYS"))}
     env.update(overrides)
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     return env
