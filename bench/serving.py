@@ -69,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 16, 64)
 BATCH_SIZES = tuple(2**i for i in range(10))  # 1..512, the most images one request may carry
 ENV_PREFIX = "MAAS_SERVE_"
-OFF = {"MAAS_SERVE_MAX_BATCH_SIZE": "1"}
+OFF = {ENV_PREFIX + "MAX_BATCH_SIZE": "1"}
 GOALS = {"vs_lower_ceiling": (">=", 0.8), "batching_speedup": (">=", 2.0), "ready_s": ("<=", 5.0)}
 
 
@@ -361,7 +361,7 @@ def measure(tag: str, body: bytes, settings: dict[str, dict[str, str]], noop_env
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bento", help="folder with bento.json, bento.json, .bento archive or tag (default: paths.bento)")
-    ap.add_argument("--quick", action="store_true", help="one round of shorter windows, two starts (about 1 min)")
+    ap.add_argument("--quick", action="store_true", help="one round of shorter windows, two starts (about 1.5 min)")
     ap.add_argument("--rounds", type=int, help="rounds over every (concurrency, server) (default 3, quick 1)")
     ap.add_argument("--window", type=float, help="seconds measured per (round, concurrency, server) (default 4, quick 3)")
     ap.add_argument("--warmup", type=float, help="seconds of load before each window (default 1.5, quick 1)")
