@@ -33,7 +33,7 @@ from maas.serving.limits import check_timeouts
 from maas.serving.middleware import CHECKED, CheckRequests, DocumentErrors, reject
 from maas.serving.schemas import (IMAGES, RETURN_PROBABILITIES, BadRequest, Checked, DocumentedImages, ImageSpec,
                                   PredictResponse, to_batch)
-from maas.serving.settings import ServeSettings
+from maas.serving.settings import ENV_PREFIX, ServeSettings
 
 with bentoml.importing():
     from maas import model_files
@@ -60,7 +60,10 @@ class ServiceArgs(BaseModel):
 ARGS = bentoml.use_arguments(ServiceArgs)
 SHAPE = tuple(int(n) for n in ARGS.image_shape.split(","))
 LOW, HIGH = (float(n) for n in ARGS.pixel_range.split(","))
-WORKERS = ServeSettings(workers=ARGS.workers).with_env().workers
+# Only the workers override is read here, at import: the others are checked when the model loads, where
+# a bad value stops the server with one clear error instead of an import traceback.
+WORKERS = ServeSettings(workers=ARGS.workers).with_env({k: v for k, v in os.environ.items()
+                                                        if k == f"{ENV_PREFIX}WORKERS"}).workers
 IMAGE = SHAPE[1:] if SHAPE[0] == 1 else SHAPE  # a single-channel image is sent as H x W
 # The typed request schema: BentoML's client can send a numpy array, and /docs.json describes it.
 Images = Annotated[np.ndarray, Shape((-1, *IMAGE)), DType("int64" if ARGS.pixel_dtype == "int" else "float32"),

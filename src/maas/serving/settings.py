@@ -57,5 +57,5 @@ def _check(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key}={value!r} must be an integer >= 1")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
-        raise ConfigError(f"{key}={value!r} must be a number of seconds/milliseconds in [0, 3600]")
+        raise ConfigError(f"{key}={value!r} must be a number in [0, 3600]")
     return float(value)
