@@ -26,7 +26,7 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
 from maas.errors import ArtifactError
-from maas.serving import BENTO_MODEL_SUBDIR, integrity, metadata, metric_paths, metrics
+from maas.serving import BENTO_MODEL_SUBDIR, checked_input, integrity, metadata, metric_paths, metrics
 from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
 from maas.serving.limits import check_timeouts
@@ -120,7 +120,8 @@ class DigitsService:
         the body `{"error": "<what is wrong, naming the field>"}`, e.g. `{"error": "images[0][2][3] is
         3.5; pixels must be integers in [0, 16] (the raw data's type and range)"}`.
         """
-        checked = getattr(ctx.request.state, CHECKED, None)  # over HTTP, CheckRequests checked the body
+        # Over HTTP, CheckRequests checked the body (and `images` is checked_input.CHECKED_IMAGES).
+        checked = getattr(ctx.request.state, CHECKED, None)
         if checked is None:
             try:
                 checked = Checked(to_batch(np.asarray(images).tolist(), self.image_spec), return_probabilities)
@@ -142,3 +143,4 @@ DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML
 DigitsService.add_asgi_middleware(RequireKey)
 DigitsService.add_asgi_middleware(DocumentErrors)
 DigitsService.add_asgi_middleware(CheckRequests, route=DigitsService.apis["predict"].route)
+checked_input.take_checked_requests(DigitsService.apis["predict"])  # BentoML doesn't parse a checked body again
