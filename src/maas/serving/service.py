@@ -130,10 +130,12 @@ class DigitsService:
         proba, anomaly = await self.batcher.run(checked.rows)
         classes = proba.argmax(1).tolist()
         metrics.count_predictions(classes)
-        return PredictResponse(classes=classes,
-                               probabilities=proba.astype(float).round(6).tolist() if checked.return_probabilities
-                               else [],
-                               anomaly_scores=[] if anomaly is None else anomaly.astype(float).round(6).tolist())
+        # model_construct: tolist() already gives the model's types (int, float); validating them again
+        # would cost a pass over every value on the event loop.
+        return PredictResponse.model_construct(
+            classes=classes,
+            probabilities=proba.astype(float).round(6).tolist() if checked.return_probabilities else [],
+            anomaly_scores=[] if anomaly is None else anomaly.astype(float).round(6).tolist())
 
 
 metric_paths.label_unknown_paths_as_one()  # before BentoML builds the app, in `maas serve` and `bentoml serve` alike
