@@ -62,16 +62,26 @@ def start(*, model_tag: str, bento_tag: str | None, classes: Iterable[int]) -> N
     m = _metrics()
     m.info.labels(model_tag, bento_tag or "none").set(1)
     for c in classes:
-        m.predictions.labels(str(c))
+        _class_series(c)
     for reason in REASONS:
         m.rejections.labels(reason)
 
 
 def count_predictions(classes: Iterable[int]) -> None:
     """Count one prediction per element of `classes` (the class each image was answered with)."""
-    predictions = _metrics().predictions
+    # Called once per request on the event loop: a request of one image (the common case) skips the Counter.
+    classes = list(classes)
+    if len(classes) == 1:
+        return _class_series(classes[0]).inc()
     for c, n in Counter(classes).items():
-        predictions.labels(str(c)).inc(n)
+        _class_series(c).inc(n)
+
+
+@cache
+def _class_series(c):
+    """The series of class `c`: `labels()` takes a lock and builds a key on every call; the
+    classes are few and fixed (a model's), so each one's series is looked up once."""
+    return _metrics().predictions.labels(str(c))
 
 
 def count_rejection(reason: str) -> None:

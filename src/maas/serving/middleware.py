@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 
-import bentoml
+# Imported once: `bentoml.get_current_service` is a lazy module attribute, resolved again on every use.
+from bentoml import get_current_service
 from starlette.responses import JSONResponse
 
 from maas.serving.limits import read_body
@@ -48,7 +49,7 @@ class CheckRequests:
             return await self.app(scope, receive, send)
         # The spec is the service instance's, which BentoML creates after this middleware; before
         # that, BentoML answers on its own that the service isn't ready.
-        service = bentoml.get_current_service()
+        service = get_current_service()
         spec = getattr(service, "image_spec", None)
         if spec is None:
             return await self.app(scope, receive, send)
@@ -117,5 +118,5 @@ class DocumentErrors:
         for name in ("InvalidArgument", "InternalServerError"):  # what the 400 and 500 responses refer to
             if name in schemas:
                 schemas[name] = {**ErrorResponse.model_json_schema(), "title": name}
-        document(doc, getattr(bentoml.get_current_service(), "image_spec", None))
+        document(doc, getattr(get_current_service(), "image_spec", None))
         await JSONResponse(doc)(scope, receive, send)
