@@ -49,7 +49,7 @@ os.environ.setdefault("BENTOML_CONTAINERIZED", "true")
 
 class ServiceArgs(BaseModel):
     # Set by the package stage at build time; what the class below needs before any model is loaded.
-    model_tag: str = "maas-digits:latest"   # name:version in the BentoML model store
+    model_tag: str                          # name:version in the BentoML model store (never :latest)
     image_shape: str = "1,8,8"              # channels,height,width: the request schema's shape
     pixel_dtype: str = "int"                # "int" | "float": the raw data's pixel type
     pixel_range: str = "0,16"               # low,high: the raw data's pixel range
