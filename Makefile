@@ -28,11 +28,9 @@ help:
 
 # Reinstalls when the dependency list or the pins change. constraints.txt pins
 # every package (torch==2.13.0: the CPU build on this machine's disk, CUDA from PyPI elsewhere).
-# --no-compile: Python compiles a module when it is first imported; compiling every file of torch,
-# TensorFlow and Prefect up front took minutes of a fresh setup for modules nothing imports.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-compile --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip check
 	@touch $@
 
