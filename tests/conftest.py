@@ -232,3 +232,16 @@ def own_store(served: dict, dest: Path) -> Path:
     session server's /metrics."""
     shutil.copytree(served["home"], dest, symlinks=True, ignore=shutil.ignore_patterns("prometheus_multiproc_dir"))
     return dest
+
+
+def run_probe(script: str, tmp: Path) -> dict:
+    """Run `script` (which builds a BentoML app and prints a JSON object last) in a fresh interpreter, with
+    its own Prometheus directory and BentoML home, and return that object. A fresh process because BentoML
+    fixes its metrics mode and patches at import."""
+    import json
+
+    (tmp / "prometheus").mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"), "BENTOML_HOME": str(tmp / "bentoml")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

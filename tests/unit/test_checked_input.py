@@ -6,13 +6,11 @@ these tests fail here: a checked request parsed again, or an unchecked one not p
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from conftest import run_probe
 
 # A service shaped like DigitsService.predict (images + return_probabilities, a Context), built into
 # BentoML's own ASGI app (Service.to_asgi, as its worker does). A stand-in for CheckRequests leaves a
@@ -67,12 +65,7 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("checked-input")
-    (tmp / "prometheus").mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"), "BENTOML_HOME": str(tmp / "bentoml")}
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_probe(PROBE, tmp_path_factory.mktemp("checked-input"))
 
 
 def test_a_checked_request_is_not_parsed_again(probed):

@@ -6,13 +6,11 @@ these tests fail here with the labels BentoML now writes.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from conftest import run_probe
 
 # A one-API service built into BentoML's own ASGI app (Service.to_asgi, as its worker does), sent
 # unknown paths first as BentoML has it ("/before-..."), then with the fix ("/after-..."). The process
@@ -58,12 +56,7 @@ PROBE = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory) -> dict:
-    tmp = tmp_path_factory.mktemp("metric-paths")
-    (tmp / "prometheus").mkdir()
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prometheus"), "BENTOML_HOME": str(tmp / "bentoml")}
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_probe(PROBE, tmp_path_factory.mktemp("metric-paths"))
 
 
 def test_bentoml_still_labels_each_unknown_path_apart(probed):
