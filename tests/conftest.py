@@ -39,7 +39,9 @@ os.chdir(ROOT)
 def tiny_overrides(workdir: Path, raw: Path) -> list[str]:
     """A config that runs every stage in seconds, writing under `workdir`."""
     # trainer.device=cpu: these tests mean CPU (bit-exact resume, timings) even on a CUDA machine.
-    return ["trainer=fast", "trainer.device=cpu", "gates=none", f"paths.raw={raw}",
+    # compress: one method, timed briefly (compress=auto has its own tests).
+    return ["trainer=fast", "trainer.device=cpu", "gates=none", "compress=int8_weights", "compress.latency.rounds=5",
+            f"paths.raw={raw}",
             *(f"paths.{k}={workdir / k}" for k in ("validated", "processed", "trained", "compressed", "reports",
                                                    "bento", "checkpoints"))]
 

@@ -16,10 +16,10 @@ from maas.config import choice, number
 def check_values(cfg: DictConfig) -> None:
     from maas.backends import BACKENDS
     from maas.backends.base import PRECISIONS, Settings
-    from maas.compression import METHODS
     from maas.data.preprocessor import KINDS, RAW_DTYPES
     from maas.errors import ConfigError
     from maas.serving.settings import ServeSettings
+    from maas.stages.compress import settings as compress_settings
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
@@ -32,9 +32,8 @@ def check_values(cfg: DictConfig) -> None:
         number(cfg, key, 1e-9, 1 - 1e-9)
     choice(cfg, "data.scaling", KINDS)
     choice(cfg, "data.feature_type", RAW_DTYPES)
-    choice(cfg, "compress.method", METHODS)
+    compress_settings(cfg)
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
-    number(cfg, "gates.max_compression_accuracy_drop", -1.0, 1.0)
     number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
     if OmegaConf.select(cfg, "orchestration.retries") is not None:
         for key in OmegaConf.select(cfg, "orchestration.retries.attempts", default={}) or {}:

@@ -23,7 +23,8 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
 
 def render_markdown(card: dict) -> str:
     m, comp, data = card["metrics"], card["compression"], card["data"]
-    rows = "\n".join(f"| {v['method']} | {v['bytes']:,} | {v['accuracy']:.4f} |" for v in comp["variants"])
+    from maas.compression.report import variant_table
+
     arch = card["architecture"]
     return f"""# Model card: {card['model_tag']}
 
@@ -41,11 +42,11 @@ def render_markdown(card: dict) -> str:
 | best val accuracy | {m['val']['accuracy']:.4f} |
 
 ## Compression
-| variant | weight bytes | val accuracy |
-| --- | --- | --- |
-{rows}
+Served variant **{comp['chosen']}**: {comp['why']}. It is {comp['size_ratio']:.2f}x smaller and
+{comp['speedup']:.2f}x faster at batch {comp['speed_batch']} than fp32, test accuracy {comp['served_test_accuracy']:.4f}.
+Latency is on one CPU thread, measured side by side in the compress stage.
 
-Served variant **{comp['chosen']}**: test accuracy {comp['served_test_accuracy']:.4f}.
+{variant_table(comp)}
 
 ## Data
 - file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows)

@@ -25,6 +25,7 @@ from maas.errors import ArtifactError, ConfigError
 FORMAT = "maas.model/1"
 MODEL_FILE = "model.yaml"
 WEIGHTS_FILE = "weights.safetensors"
+RUNTIMES = ("torch", "tensorflow", "onnxruntime", "litert")  # what can run a stored model
 
 
 def write_model_dir(directory: Path, *, weights: dict[str, np.ndarray], spec: dict[str, Any],
@@ -63,6 +64,8 @@ def read_spec(directory: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} records no weights_sha256: rebuild the model with this version of maas")
     if spec.get("backend") not in BACKENDS:
         raise ArtifactError(f"{path} is a {spec.get('backend')!r} model; backends are: {', '.join(BACKENDS)}")
+    if spec.get("runtime", spec["backend"]) not in RUNTIMES:
+        raise ArtifactError(f"{path} names runtime {spec.get('runtime')!r}; runtimes are: {', '.join(RUNTIMES)}")
     return spec
 
 
@@ -100,28 +103,68 @@ def compression_method(spec: dict[str, Any]) -> str:
     return (spec.get("compression") or {}).get("method", "none")
 
 
+def runtime(spec: dict[str, Any]) -> str:
+    """What runs the stored model: its training backend, or ONNX Runtime / LiteRT for exported variants."""
+    return spec.get("runtime") or spec["backend"]
+
+
+def write_artifact_dir(directory: Path, *, artifact: str, spec: dict[str, Any]) -> Path:
+    """Describe an artifact a method already wrote into `directory` (an ONNX graph, a TFLite
+    flatbuffer): model.yaml with its name and sha256, so it is checked like any weights file."""
+    path = io.require(directory / artifact, "model artifact")
+    spec = {**spec, "format": FORMAT, "weights": artifact, "weights_sha256": io.file_sha256(path)}
+    io.write_text(directory / MODEL_FILE, yaml.safe_dump(spec, sort_keys=False))
+    return directory
+
+
+def read_artifact(directory: str | Path, spec: dict[str, Any]) -> bytes:
+    """The artifact's bytes, once their sha256 matches model.yaml's: the runtime is handed these
+    bytes, never the path, so what is checked is what runs."""
+    import hashlib
+
+    path = io.require(Path(directory) / spec["weights"], "model artifact")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != spec["weights_sha256"]:
+        raise ArtifactError(f"{path} has sha256 {actual}, but {MODEL_FILE} records "
+                            f"{spec['weights_sha256']}: the file is corrupt or was replaced")
+    return data
+
+
 @dataclass
 class LoadedModel:
     predictor: Any   # maas.backends.base.Predictor
-    model: Any       # the backend's model (fp32 architecture with the stored weights)
+    model: Any       # what runs: the backend's model, an ONNX Runtime session or a LiteRT interpreter
     spec: dict[str, Any]
 
 
 def load(directory: str | Path) -> LoadedModel:
-    """Rebuild the architecture model.yaml names, load its checked weights, ready to predict."""
-    from maas import backends
-    from maas.compression import decompress
+    """The stored model ready to predict, loaded by the compression method its model.yaml records
+    (a name from maas's own table), exactly as the Bento loads it."""
+    from maas import compression
 
     directory = Path(directory)
     spec = read_spec(directory)
+    return compression.from_spec(spec).load(directory, spec)
+
+
+def build_in_backend(directory: Path, spec: dict[str, Any], weights: dict[str, np.ndarray]):
+    """(backend module, model): the architecture model.yaml names, in its training backend, holding `weights`."""
+    from maas import backends
+
     backend = backends.get(spec["backend"])
     try:
         model = backend.build(spec.get("model"))
     except ConfigError as e:
         raise ArtifactError(f"{directory / MODEL_FILE}: {e}") from None
-    method = compression_method(spec)
-    backend.set_weights(model, decompress(read_weights(directory, spec), method))
-    return LoadedModel(backend.predictor(model, method), model, spec)
+    backend.set_weights(model, weights)
+    return backend, model
+
+
+def load_in_backend(directory: Path, spec: dict[str, Any], weights: dict[str, np.ndarray]) -> LoadedModel:
+    """A model whose fp32 `weights` run in its training backend's own architecture."""
+    backend, model = build_in_backend(directory, spec, weights)
+    return LoadedModel(backend.predictor(model), model, spec)
 
 
 def read_init_weights(source: str, backend: str) -> dict[str, np.ndarray]:
@@ -129,7 +172,7 @@ def read_init_weights(source: str, backend: str) -> dict[str, np.ndarray]:
     backend, or a bare safetensors file. The caller checks names and shapes against its model."""
     from safetensors.numpy import load_file
 
-    from maas.compression import decompress
+    from maas import compression
 
     path = Path(source)
     if (path / MODEL_FILE).exists():
@@ -137,7 +180,11 @@ def read_init_weights(source: str, backend: str) -> dict[str, np.ndarray]:
         if spec["backend"] != backend:
             raise ConfigError(f"model.init_from={source} is a {spec['backend']} model; "
                               f"trainer.backend={backend} starts only from {backend} weights")
-        return decompress(read_weights(path, spec), compression_method(spec))
+        fp32 = getattr(compression.from_spec(spec), "fp32_weights", None)
+        if fp32 is None:
+            raise ConfigError(f"model.init_from={source} is stored as {compression_method(spec)}, which keeps no "
+                              f"{backend} weights; start from the trained model directory instead")
+        return fp32(path, spec)
     if path.is_file():
         try:
             return load_file(str(path))

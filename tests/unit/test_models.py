@@ -69,7 +69,7 @@ def test_a_prediction_is_bit_identical_whatever_it_is_batched_with(name, digits)
     """What the Bento's adaptive batching relies on: a request's answer can't depend on its batch-mates."""
     from maas.backends.torch.api import predictor
 
-    p = predictor(build(name), "none")
+    p = predictor(build(name))
     x = digits[0][:40].numpy()
     together = p.predict(x)
     alone = np.concatenate([p.predict(x[i:i + 1]).proba for i in range(len(x))])

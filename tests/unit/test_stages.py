@@ -212,37 +212,51 @@ def test_compress_int8_is_smaller_and_agrees_with_fp32(tiny_run):
     from maas.stages.preprocess import load_split
 
     report = io.read_json(paths(cfg)["reports"] / "compression.json")
-    assert report["chosen"] == "int8_dynamic" and report["size_ratio"] < 0.35
-    assert read_spec(paths(cfg)["compressed"])["compression"]["method"] == "int8_dynamic"
-    x, _ = load_split(cfg, "test")
+    assert report["chosen"] == "int8_weights" and report["size_ratio"] > 3.5
+    assert [v["method"] for v in report["variants"]] == ["none", "int8_weights"]
+    for v in report["variants"]:
+        assert set(v["latency"]) == {"batch1", "batch64"} and v["latency"]["batch1"]["p99_ms"] > 0
+    assert read_spec(paths(cfg)["compressed"])["compression"]["method"] == "int8_weights"
+    assert (paths(cfg)["reports"] / "compression.png").read_bytes()[:4] == b"\x89PNG"
+    x, y = load_split(cfg, "test")
     fp32, int8 = (load(paths(cfg)[k]).predictor.predict(x).proba.argmax(1) for k in ("trained", "compressed"))
-    agree = (fp32 == int8).mean()
-    assert agree > 0.97
+    assert (fp32 == int8).mean() > 0.97
+    assert report["served_test_accuracy"] == (int8 == y).mean()  # what is reported is what is stored
 
 
-def test_compress_keeps_fp32_when_int8_loses_too_much(tiny_run, tmp_path):
+def test_compress_keeps_fp32_when_the_variant_busts_the_budget(tiny_run, tmp_path):
     cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
-    cfg.gates.max_compression_accuracy_drop = -1.0  # nothing can pass
-    assert get("compress").run(cfg)["chosen"] == "none"
+    cfg.compress.budget_points = -100.0  # a variant would have to gain 100 points: nothing can
+    summary = get("compress").run(cfg)
+    assert summary["chosen"] == "none"
     assert sorted(p.name for p in paths(cfg)["compressed"].iterdir()) == ["model.yaml", "weights.safetensors"]
+    report = io.read_json(paths(cfg)["reports"] / "compression.json")
+    assert "no variant is within -100 points" in report["why"] and report["variants"][1]["method"] == "int8_weights"
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("gates.max_compression_accuracy_drop", "lots", "must be a number in \\[-1, 1\\]"),
-    ("gates.max_compression_accuracy_drop", 2.0, "max_compression_accuracy_drop=2.0"),
+    ("compress.budget_points", "lots", "must be a number in \\[-100, 100\\]"),
+    ("compress.select", "cheapest", "compress.select='cheapest'"),
+    ("compress.latency.batches", [0], "compress.latency.batches=\\[0\\] must be a list of batch sizes"),
+    ("compress.speed_batch", 8, "compress.speed_batch=8 must be one of compress.latency.batches"),
+    ("compress.candidates", ["int4"], "unknown method\\(s\\) \\['int4'\\]"),
 ])
-def test_compress_gate_must_be_a_number_in_range(tiny_run, tmp_path, key, value, message):
+def test_compress_settings_are_checked_before_anything_is_written(tiny_run, tmp_path, key, value, message):
     cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
-    OmegaConf.update(cfg, key, value)
+    before = (paths(cfg)["compressed"] / "model.yaml").read_bytes()
+    OmegaConf.update(cfg, key, value, force_add=True)
     with pytest.raises(ConfigError, match=message):
         get("compress").run(cfg)
+    assert (paths(cfg)["compressed"] / "model.yaml").read_bytes() == before
 
 
-def test_compress_none_keeps_fp32_even_through_the_fallback(tiny_run, tmp_path):
+def test_compress_none_stores_the_fp32_model(tiny_run, tmp_path):
     cfg = copy_outputs(tiny_run[0], tmp_path, "compressed", "reports")
-    cfg.compress.method, cfg.gates.max_compression_accuracy_drop = "none", -1.0
+    cfg.compress.method = "none"
     assert get("compress").run(cfg)["chosen"] == "none"
     assert sorted(p.name for p in paths(cfg)["compressed"].iterdir()) == ["model.yaml", "weights.safetensors"]
+    report = io.read_json(paths(cfg)["reports"] / "compression.json")
+    assert [v["method"] for v in report["variants"]] == ["none"] and report["size_ratio"] == 1.0
 
 
 def test_evaluate_gate_out_of_range_is_a_config_error(tiny_run, tmp_path):
@@ -270,7 +284,7 @@ def test_package_builds_a_bento_with_model_preprocessor_and_card(tiny_run):
     assert (paths(cfg)["bento"] / info["archive"]).stat().st_size > 100_000
     model = bentoml.models.get(info["model_tag"])
     stored = {p.name for p in Path(model.path_of("maas")).iterdir()}
-    assert {"model.yaml", "weights.int8_dynamic.safetensors", "preprocessor.json", "serve.json",
+    assert {"model.yaml", "weights.int8_weights.safetensors", "preprocessor.json", "serve.json",
             "model_card.json"} <= stored
     assert not any(p.suffix in (".pkl", ".pt", ".pth") for p in Path(model.path).rglob("*"))
     from importlib.metadata import version
@@ -283,7 +297,7 @@ def test_package_builds_a_bento_with_model_preprocessor_and_card(tiny_run):
     assert card["metrics"]["test"]["accuracy"] == summaries["evaluate"]["accuracy"]
     assert card["config"]["model"]["channels"] == cfg.model.channels
     md = (paths(cfg)["reports"] / "model_card.md").read_text()
-    assert info["model_tag"] in md and "int8_dynamic" in md
+    assert info["model_tag"] in md and "int8_weights" in md
 
 
 def test_package_model_version_is_a_content_hash(tiny_run):

@@ -135,15 +135,15 @@ def test_two_epochs_on_digits_learn_and_log_every_epoch(trained):
 
 
 def test_int8_storage_keeps_predictions_close(trained, tmp_path):
-    from maas.compression import compress
+    from maas.compression.int8_weights import quantize
 
     cfg, splits, result, _ = trained
     x, _ = splits["test"]
     fp32 = tf_api.predictor(result.model).predict(x).proba
-    stored = compress(tf_api.get_weights(result.model), "int8_dynamic", tf_api.OUTPUT_CHANNEL_AXIS)
+    stored = quantize(tf_api.get_weights(result.model), tf_api.OUTPUT_CHANNEL_AXIS)
     assert stored["features.0.kernel.__int8"].dtype == np.int8
     assert stored["features.0.kernel.__scale"].shape == (32,)  # one scale per output channel (last axis)
-    loaded = model_files.load(save(result.model, cfg, tmp_path / "int8", weights=stored, compression="int8_dynamic"))
+    loaded = model_files.load(save(result.model, cfg, tmp_path / "int8", weights=stored, compression="int8_weights"))
     int8 = loaded.predictor.predict(x).proba
     assert np.abs(int8 - fp32).max() < 0.05
     assert (int8.argmax(1) == fp32.argmax(1)).mean() > 0.98

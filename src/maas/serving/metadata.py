@@ -50,8 +50,9 @@ class MetadataResponse(BaseModel):
     metrics: dict[str, dict[str, int | float]] = Field(
         description="The evaluate stage's metrics of the uncompressed model: test accuracy, macro-F1, samples; "
                     "val accuracy. The served variant's test accuracy is compression.served_test_accuracy.")
-    compression: dict[str, Any] = Field(description="The served variant (`chosen`) and each variant's size and "
-                                        "accuracy.")
+    compression: dict[str, Any] = Field(description="The served variant (`chosen`, and `why`) and every variant "
+                                        "the compress stage tried: runtime, stored bytes, val and test accuracy, "
+                                        "CPU latency p50/p99 per batch size.")
     training: dict[str, Any] = Field(description="The training run: epochs, best epoch, device, precision, ...")
     data: DataInfo
     config: dict[str, Any] = Field(description="The resolved config the model was trained with "

@@ -1,80 +1,191 @@
-"""compress: store the trained model compressed, and keep it only if it holds its accuracy.
+"""compress: make the variants the config asks for, measure each as the Bento runs it, keep one.
 
-The compressed variant is reloaded from disk exactly as the Bento will load it
-and scored on the validation split (choosing a variant is model selection, so
-not on test), so the recorded accuracy is the served one's. If
-it loses more than `gates.max_compression_accuracy_drop`, the fp32 model is
-kept instead and the report says why.
+`compress.method` names one method (conf/compress/<method>.yaml) or `auto`, which
+tries every method that applies to the model. Each variant is written to disk,
+loaded back exactly as the Bento loads it, and measured: stored size, validation
+and test accuracy, CPU latency p50/p99 at each batch size in
+`compress.latency.batches` on one thread. Choosing is model selection, so it
+reads validation only: `compress.select` keeps the fastest (or smallest)
+variant whose validation accuracy is within `compress.budget_points`
+percentage points of the fp32 model's. A single method that busts the budget
+falls back to fp32 and the report says why. Test accuracy is reported, never
+used to choose. Every variant tried is in reports/compression.json and on
+reports/compression.png.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from maas import io
 from maas.config import choice, number
+from maas.errors import ConfigError, MaasError
 from maas.stages import Stage, stage_entry
 from maas.stages.preprocess import load_split
 
 REPORT_FILE = "compression.json"
+PLOT_FILE = "compression.png"
 
 
-def _score(model_dir: Path, x, y) -> float:
-    from maas import model_files
+def settings(cfg: DictConfig) -> dict:
+    """cfg.compress as plain data, its shared keys checked (a method checks its own when it runs)."""
+    from maas.compression import AUTO, METHODS, SELECTIONS
 
-    return float((model_files.load(model_dir).predictor.predict(x).proba.argmax(1) == y).mean())
+    choice(cfg, "compress.method", (*METHODS, AUTO))
+    choice(cfg, "compress.select", SELECTIONS)
+    number(cfg, "compress.budget_points", -100.0, 100.0)
+    number(cfg, "compress.speed_tolerance", 0.0, 10.0)
+    s = OmegaConf.to_container(cfg.compress, resolve=True)
+    lat = s.get("latency") or {}
+    batches, rounds = lat.get("batches"), lat.get("rounds")
+    if (not isinstance(batches, list) or not batches
+            or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in batches)):
+        raise ConfigError(f"compress.latency.batches={batches!r} must be a list of batch sizes >= 1, e.g. [1, 64]")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"compress.latency.rounds={rounds!r} must be an integer >= 1")
+    if s.get("speed_batch") not in batches:
+        raise ConfigError(f"compress.speed_batch={s.get('speed_batch')!r} must be one of compress.latency.batches "
+                          f"{batches}")
+    candidates = s.get("candidates") or list(METHODS)
+    unknown = [m for m in candidates if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"compress.candidates names unknown method(s) {unknown}; methods are {list(METHODS)}")
+    return s
+
+
+def _accuracy(predictor, x, y) -> float:
+    return float((predictor.predict(x).proba.argmax(1) == y).mean())
+
+
+def score(directory: Path, val, test) -> tuple[dict, object]:
+    """A stored variant as the Bento would run it, loaded from disk: (its record, its predictor)."""
+    from maas import compression, model_files
+
+    loaded = model_files.load(directory)
+    spec = loaded.spec
+    return ({"runtime": model_files.runtime(spec), "file": spec["weights"],
+             "bytes": compression.artifact_bytes(directory, spec),
+             "val_accuracy": _accuracy(loaded.predictor, *val), "test_accuracy": _accuracy(loaded.predictor, *test)},
+            loaded.predictor)
+
+
+def make_variant(method: str, source, work: Path, val, test, *, strict: bool) -> tuple[dict, object | None]:
+    """Write one method's variant into work/<method>, reload and score it: (its record, its predictor).
+    A method that can't take this model is recorded as skipped, one that fails as failed (raised
+    when it is the only one asked for)."""
+    from maas import compression
+
+    module = compression.get(method)
+    reason = module.applies(source.spec)
+    if reason:
+        print(f"compress: {method}: skipped ({reason})", flush=True)
+        if strict:
+            raise ConfigError(f"compress.method={method} does not apply to this model: {reason}")
+        return {"method": method, "skipped": reason}, None
+    out = work / method
+    out.mkdir()
+    t0 = time.perf_counter()
+    try:
+        module.write(source, out)
+        record, predictor = score(out, val, test)
+    except MaasError:
+        raise
+    except Exception as e:  # one broken method must not hide the others' results under auto
+        if strict:
+            raise
+        print(f"compress: {method}: FAILED, left out:\n{traceback.format_exc()}", flush=True)
+        return {"method": method, "failed": f"{type(e).__name__}: {e}"}, None
+    row = {"method": method, **record, "seconds": round(time.perf_counter() - t0, 2)}
+    print(f"compress: {method:>14}: {row['bytes']:>9,} bytes, val accuracy {row['val_accuracy']:.4f}, "
+          f"test {row['test_accuracy']:.4f} ({row['runtime']}, made in {row['seconds']}s)", flush=True)
+    return row, predictor
+
+
+def time_variants(rows: list[dict], predictors: dict[str, object], x, lat: dict) -> None:
+    """Add each measured variant's latency at every batch size, all timed side by side on one thread."""
+    from maas import latency
+
+    with latency.one_thread():
+        for b in lat["batches"]:
+            timed = latency.measure({m: p.predict for m, p in predictors.items()}, x, b, lat["rounds"])
+            for row in rows:
+                if row["method"] in timed:
+                    row.setdefault("latency", {})[f"batch{b}"] = timed[row["method"]]
+    for row in rows:
+        if "latency" in row:
+            print(f"compress: {row['method']:>14}: p50/p99 ms " + ", ".join(
+                f"batch {k[5:]} {v['p50_ms']:.3f}/{v['p99_ms']:.3f}" for k, v in row["latency"].items()), flush=True)
 
 
 @stage_entry("compress")
 def run(cfg: DictConfig) -> dict:
-    from maas import backends, model_files
-    from maas.compression import METHODS, compress
+    from maas import compression, model_files
+    from maas.compression.report import plot_variants
+    from maas.compression.selection import choose
 
-    method = choice(cfg, "compress.method", METHODS)
+    s = settings(cfg)
+    method = s["method"]
     trained = Path(cfg.paths.trained)
     spec = model_files.read_spec(trained)
-    weights = model_files.read_weights(trained, spec)
-    axis = backends.get(spec["backend"]).OUTPUT_CHANNEL_AXIS
-    # Choosing between variants is model selection, so it uses val, never test.
-    x, y = load_split(cfg, "val")
-    baseline = {"method": "none", "bytes": (trained / spec["weights"]).stat().st_size,
-                "accuracy": _score(trained, x, y)}
+    val, test = load_split(cfg, "val"), load_split(cfg, "test")
+    train_split = {}
 
-    with io.atomic_dir(cfg.paths.compressed) as out:
-        name = model_files.WEIGHTS_FILE if method == "none" else f"weights.{method}.safetensors"
-        model_files.write_model_dir(out, weights=compress(weights, method, axis), weights_file=name,
-                                    spec={**spec, "compression": {"method": method}})
-        candidate = {"method": method, "bytes": (out / name).stat().st_size, "accuracy": _score(out, x, y)}
-        drop = baseline["accuracy"] - candidate["accuracy"]
-        # Below zero demands a gain, which forces the fp32 fallback (tests use it).
-        max_drop = number(cfg, "gates.max_compression_accuracy_drop", -1.0, 1.0)
-        kept = candidate if drop <= max_drop else baseline
-        if kept is baseline:
-            print(f"compress: {method} lost {drop:.4f} accuracy (> {max_drop}); keeping fp32", flush=True)
-            model_files.write_model_dir(out, weights=weights, spec={**spec, "compression": {"method": "none"}})
-            if name != model_files.WEIGHTS_FILE:  # method none already wrote the fp32 file
-                (out / name).unlink(missing_ok=True)
-    # Reported, not used to choose: the test accuracy of exactly what will be served.
-    served_test_accuracy = _score(Path(cfg.paths.compressed), *load_split(cfg, "test"))
-    report = {"variants": [baseline, candidate], "chosen": kept["method"], "accuracy_drop": drop,
-              "served_test_accuracy": served_test_accuracy,
-              "max_accuracy_drop": max_drop, "split": "val", "size_ratio": candidate["bytes"] / baseline["bytes"]}
-    io.write_json(Path(cfg.paths.reports) / REPORT_FILE, report)
-    print(f"compress: {method} {candidate['bytes']:,} bytes vs fp32 {baseline['bytes']:,} "
-          f"({report['size_ratio']:.2f}x), val accuracy {candidate['accuracy']:.4f} vs {baseline['accuracy']:.4f}; "
-          f"chosen: {kept['method']}", flush=True)
-    return {"chosen": kept["method"], "size_ratio": report["size_ratio"], "accuracy_drop": drop}
+    def train() -> tuple:  # only pruning's fine-tune reads it
+        if not train_split:
+            train_split["xy"] = load_split(cfg, "train")
+        return train_split["xy"]
+
+    source = compression.Source(spec=spec, weights=model_files.read_weights(trained, spec), settings=s,
+                                calibration=val[0], seed=int(cfg.seed), extra={"train": train})
+    wanted = [m for m in (s.get("candidates") or compression.available()) if m != "none"] if method == compression.AUTO \
+        else ([] if method == "none" else [method])
+    compressed = Path(cfg.paths.compressed)
+    compressed.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".maas-compress-", dir=compressed.parent) as tmp:
+        work = Path(tmp)
+        made = [make_variant(m, source, work, val, test, strict=m == "none" or method != compression.AUTO)
+                for m in ["none", *wanted]]
+        variants = [row for row, _ in made]
+        reference = variants[0]
+        time_variants(variants, {row["method"]: p for row, p in made if p is not None}, val[0], s["latency"])
+        measured = [v for v in variants if "latency" in v]
+        chosen, why = choose(measured, reference, s["select"], s["budget_points"], s["speed_batch"],
+                             s["speed_tolerance"])
+        with io.atomic_dir(compressed) as out:
+            for f in (work / chosen["method"]).iterdir():
+                shutil.copy2(f, out / f.name)
+    print(f"compress: chosen {chosen['method']}: {why}", flush=True)
+    key = f"batch{s['speed_batch']}"
+    report = {
+        "chosen": chosen["method"], "why": why, "select": s["select"], "budget_points": s["budget_points"],
+        "split": "val", "reference": "none", "speed_batch": s["speed_batch"],
+        "size_ratio": round(reference["bytes"] / chosen["bytes"], 4),
+        "speedup": round(reference["latency"][key]["p50_ms"] / chosen["latency"][key]["p50_ms"], 4),
+        "val_accuracy_drop_points": round(100 * (reference["val_accuracy"] - chosen["val_accuracy"]), 4),
+        "served_test_accuracy": chosen["test_accuracy"],
+        "variants": variants,
+    }
+    reports = Path(cfg.paths.reports)
+    io.write_json(reports / REPORT_FILE, report)
+    plot_variants(variants, chosen["method"], reports / PLOT_FILE, s["speed_batch"])
+    return {"chosen": chosen["method"], "size_ratio": report["size_ratio"], "speedup": report["speedup"],
+            "val_accuracy_drop_points": report["val_accuracy_drop_points"]}
 
 
 STAGE = Stage(
     name="compress",
     run=run,
     deps=("{paths.trained}", "{paths.processed}"),
-    outs=("{paths.compressed}", "{paths.reports}/" + REPORT_FILE),
-    params=("compress", "gates.max_compression_accuracy_drop"),
-    code=("src/maas/stages/compress.py", "src/maas/compression", "src/maas/model_files.py", "src/maas/backends",
-          "src/maas/models"),
+    outs=("{paths.compressed}", "{paths.reports}/" + REPORT_FILE, "{paths.reports}/" + PLOT_FILE),
+    params=("compress", "seed"),
+    code=("src/maas/stages/compress.py", "src/maas/compression", "src/maas/latency.py", "src/maas/model_files.py",
+          "src/maas/backends", "src/maas/models"),
     metrics=("{paths.reports}/" + REPORT_FILE,),
+    plots=("{paths.reports}/" + PLOT_FILE,),
 )

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 from omegaconf import DictConfig
 
-from maas.backends.base import Prediction, TrainResult, predict_in_blocks
+from maas.backends.base import BLOCK_ROWS, Prediction, TrainResult, predict_in_blocks
 from maas.backends.tensorflow import keras as _keras
 from maas.errors import ArtifactError, ConfigError
 
@@ -75,12 +75,13 @@ def set_weights(model, weights: dict[str, np.ndarray]) -> None:
 class KerasPredictor:
     """Probabilities (and the autoencoder's anomaly scores) for NCHW float32 batches, in inference mode.
 
-    int8_dynamic models run as fp32 here: the stored int8 weights are dequantized on load
-    (TensorFlow has no CPU dynamic-int8 path for Keras models that beats plain fp32 at this size).
+    int8_weights models run as fp32 here: the stored int8 weights are dequantized on load. The
+    TensorFlow int8 paths that run int8 kernels are the TFLite variants (tflite_dynamic, tflite_int8).
     """
 
-    def __init__(self, model, compression: str = "none"):
+    def __init__(self, model, rows: int = BLOCK_ROWS):
         self.model = model
+        self.rows = rows
         self.scores_anomalies = hasattr(model, "anomaly_score")
         shape = (None, *model.maas_input_shape) if len(model.maas_input_shape) == 3 else None
         spec = [tf.TensorSpec(shape, tf.float32)] if shape else None
@@ -98,11 +99,11 @@ class KerasPredictor:
         return proba.numpy(), anomaly.numpy()
 
     def predict(self, x: np.ndarray) -> Prediction:
-        return predict_in_blocks(x, self._forward, self.scores_anomalies)
+        return predict_in_blocks(x, self._forward, self.scores_anomalies, self.rows)
 
 
-def predictor(model, compression: str = "none") -> KerasPredictor:
-    return KerasPredictor(model, compression)
+def predictor(model, rows: int = BLOCK_ROWS) -> KerasPredictor:
+    return KerasPredictor(model, rows)
 
 
 def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from maas.backends.base import Prediction, TrainResult, predict_in_blocks
+from maas.backends.base import BLOCK_ROWS, Prediction, TrainResult, predict_in_blocks
 from maas.errors import ArtifactError, ConfigError
 
 OUTPUT_CHANNEL_AXIS = 0  # torch kernels are (out, in, ...)
@@ -34,10 +34,11 @@ def set_weights(model: torch.nn.Module, weights: dict[str, np.ndarray]) -> None:
 
 
 class TorchPredictor:
-    def __init__(self, model: torch.nn.Module, compression: str):
-        # int8 weights are dequantized on load and run as fp32: torch's dynamic-int8 Linear kernels
-        # quantize activations with each batch's range, so an answer changed with its batch-mates.
+    """Probabilities (and anomaly scores) in blocks of `rows` rows (backends.base.predict_in_blocks)."""
+
+    def __init__(self, model: torch.nn.Module, rows: int = BLOCK_ROWS):
         self.model = model.eval()
+        self.rows = rows
         self.scores_anomalies = hasattr(self.model, "anomaly_score")
 
     @torch.no_grad()
@@ -47,11 +48,11 @@ class TorchPredictor:
         return proba, self.model.anomaly_score(xb).float().numpy() if self.scores_anomalies else None
 
     def predict(self, x: np.ndarray) -> Prediction:
-        return predict_in_blocks(x, self._forward, self.scores_anomalies)
+        return predict_in_blocks(x, self._forward, self.scores_anomalies, self.rows)
 
 
-def predictor(model: torch.nn.Module, compression: str = "none") -> TorchPredictor:
-    return TorchPredictor(model, compression)
+def predictor(model: torch.nn.Module, rows: int = BLOCK_ROWS) -> TorchPredictor:
+    return TorchPredictor(model, rows)
 
 
 def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
