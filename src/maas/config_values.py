@@ -18,6 +18,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.backends.base import PRECISIONS, Settings
     from maas.data.preprocessor import KINDS, RAW_DTYPES
     from maas.errors import ConfigError
+    from maas.gates import CHAMPION_METRICS
     from maas.serving.settings import ServeSettings
     from maas.stages.compress import settings as compress_settings
 
@@ -34,6 +35,8 @@ def check_values(cfg: DictConfig) -> None:
     choice(cfg, "data.feature_type", RAW_DTYPES)
     compress_settings(cfg)
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
+    choice(cfg, "gates.champion.metric", CHAMPION_METRICS)
+    number(cfg, "gates.champion.margin", 0.0, 1.0)
     number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
     if OmegaConf.select(cfg, "orchestration.retries") is not None:
         for key in OmegaConf.select(cfg, "orchestration.retries.attempts", default={}) or {}:

@@ -21,11 +21,18 @@ def stage_entry(stage: Stage, cfg: DictConfig) -> dict:
     }
 
 
+def expand_all(item, cfg: DictConfig):
+    """A plot entry with its path placeholders filled: a path, or a plot id's mapping (paths as keys too)."""
+    if isinstance(item, dict):
+        return {expand_all(k, cfg): expand_all(v, cfg) for k, v in item.items()}
+    return expand(item, cfg) if isinstance(item, str) else item
+
+
 def render(cfg: DictConfig) -> str:
     stages = all_stages()
     doc = {
         "stages": {s.name: stage_entry(s, cfg) for s in stages},
         "metrics": [expand(m, cfg) for s in stages for m in s.metrics],
-        "plots": [expand(p, cfg) for s in stages for p in s.plots],
+        "plots": [expand_all(p, cfg) for s in stages for p in s.plots],
     }
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)

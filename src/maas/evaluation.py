@@ -1,4 +1,4 @@
-"""Classification metrics and the confusion-matrix plot, shared by evaluate and compress."""
+"""Classification metrics, calibration, and their plots (confusion matrix, reliability diagram)."""
 
 from __future__ import annotations
 
@@ -25,12 +25,67 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
     }
 
 
-def plot_confusion_matrix(matrix: list[list[int]], path: str | Path, title: str) -> Path:
+def calibration(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> dict:
+    """Expected calibration error over `bins` equal-width confidence bins, and the bins themselves.
+
+    ECE = sum over bins of (rows in bin / rows) * |accuracy in bin - mean confidence in bin|:
+    0 when "90% sure" is right 90% of the time. Confidence is the top class's probability."""
+    confidence = proba.max(1)
+    correct = proba.argmax(1) == y_true
+    # Bin i holds confidences in (i/bins, (i+1)/bins]; a confidence of exactly 0 joins the first.
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    table, ece = [], 0.0
+    for i in range(bins):
+        rows = index == i
+        n = int(rows.sum())
+        if n == 0:
+            continue
+        acc, conf = float(correct[rows].mean()), float(confidence[rows].mean())
+        ece += n / len(y_true) * abs(acc - conf)
+        table.append({"bin": i, "low": i / bins, "high": (i + 1) / bins, "count": n,
+                      "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "bins": bins, "table": table}
+
+
+def plot_reliability(cal: dict, path: str | Path, title: str) -> Path:
+    """Accuracy against confidence per bin, with the diagonal a perfectly calibrated model follows."""
+    plt = _pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6), dpi=100, sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    width = 1 / cal["bins"]
+    lows = [b["low"] for b in cal["table"]]
+    ax.bar(lows, [b["accuracy"] for b in cal["table"]], width=width, align="edge", edgecolor="black",
+           color="tab:blue", label="accuracy")
+    ax.bar(lows, [b["confidence"] - b["accuracy"] for b in cal["table"]], bottom=[b["accuracy"] for b in cal["table"]],
+           width=width, align="edge", color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfectly calibrated")
+    ax.set(ylabel="accuracy", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=8)
+    hist.bar(lows, [b["count"] for b in cal["table"]], width=width, align="edge", edgecolor="black", color="grey")
+    hist.set(xlabel="confidence (top-class probability)", ylabel="rows")
+    hist.set_yscale("log")
+    return _save(fig, path)
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers and CI
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})  # no version stamp: same figure, same bytes
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def plot_confusion_matrix(matrix: list[list[int]], path: str | Path, title: str) -> Path:
+    plt = _pyplot()
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     im = ax.imshow(m, cmap="Blues")
@@ -39,11 +94,7 @@ def plot_confusion_matrix(matrix: list[list[int]], path: str | Path, title: str)
         ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
                 color="white" if v > m.max() / 2 else "black")
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def anomaly_auroc(clean_scores: np.ndarray, noisy_scores: np.ndarray) -> float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict) -> dict[str, Any]:
+def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
+               gates: list[dict] | None = None) -> dict[str, Any]:
     cfg = spec.get("config", {})
     return {
         "model_tag": model_tag,
@@ -14,6 +15,8 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
         "classes": spec["classes"],
         "compression": compression,
         "metrics": metrics,
+        "gates": [{k: g[k] for k in ("gate", "compares", "threshold", "value", "passed") if k in g} | (
+            {"champion_bento": g["champion_bento"]} if g.get("champion_bento") else {}) for g in gates or []],
         "training": spec.get("training", {}),
         "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
                  "rows": validation.get("rows"), "suite": validation.get("suite")},
@@ -25,6 +28,8 @@ def render_markdown(card: dict) -> str:
     m, comp, data = card["metrics"], card["compression"], card["data"]
     from maas.compression.report import variant_table
 
+    gate_rows = "\n".join(f"| {g['gate']} | {g['compares']} | {g['threshold']} | {g['value']} | "
+                          f"{'pass' if g['passed'] else 'FAIL'} |" for g in card.get("gates", []))
     arch = card["architecture"]
     return f"""# Model card: {card['model_tag']}
 
@@ -38,8 +43,17 @@ def render_markdown(card: dict) -> str:
 | --- | --- |
 | accuracy | {m['test']['accuracy']:.4f} |
 | macro-F1 | {m['test']['macro_f1']:.4f} |
+| expected calibration error | {m['test'].get('ece', float('nan')):.4f} |
 | test samples | {m['test']['samples']} |
 | best val accuracy | {m['val']['accuracy']:.4f} |
+
+Per-class precision and recall, the confusion matrix and the reliability diagram:
+[evaluation report](evaluation/report.md) ([HTML](evaluation/report.html)).
+
+## Gates
+| gate | compares | threshold | value | result |
+| --- | --- | --- | --- | --- |
+{gate_rows}
 
 ## Compression
 Served variant **{comp['chosen']}**: {comp['why']}. It is {comp['size_ratio']:.2f}x smaller and

@@ -48,11 +48,15 @@ class MetadataResponse(BaseModel):
     input: InputSpec = Field(description="What /predict takes, as this server checks it.")
     architecture: dict[str, Any] = Field(description="The model's architecture config (`arch` and its arguments).")
     metrics: dict[str, dict[str, int | float]] = Field(
-        description="The evaluate stage's metrics of the uncompressed model: test accuracy, macro-F1, samples; "
+        description="The evaluate stage's metrics of the uncompressed model: test accuracy, macro-F1, expected "
+                    "calibration error, samples; "
                     "val accuracy. The served variant's test accuracy is compression.served_test_accuracy.")
     compression: dict[str, Any] = Field(description="The served variant (`chosen`, and `why`) and every variant "
                                         "the compress stage tried: runtime, stored bytes, val and test accuracy, "
                                         "CPU latency p50/p99 per batch size.")
+    gates: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "The evaluate stage's gates this model passed: each gate's name, what it compares, its threshold and "
+        "the value (gates.champion: against the model packaged before it)."))
     training: dict[str, Any] = Field(description="The training run: epochs, best epoch, device, precision, ...")
     data: DataInfo
     config: dict[str, Any] = Field(description="The resolved config the model was trained with "
@@ -69,7 +73,7 @@ def load_card(root: Path, *, model_tag: str, bento_tag: str | None, spec) -> Met
         input=InputSpec(shape=list(spec.shape), dtype=spec.dtype, min=_number(spec.low), max=_number(spec.high),
                         max_request_images=spec.max_request_images),
         architecture=card["architecture"], metrics=card["metrics"], compression=card["compression"],
-        training=card["training"], data=DataInfo(**card["data"]), config=config)
+        gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]), config=config)
 
 
 def _number(value: float) -> int | float:

@@ -45,7 +45,7 @@ class Stage:
     params: tuple[str, ...]          # config keys it reads, tracked by DVC
     code: tuple[str, ...] = ()       # its source, so an edit re-runs it
     metrics: tuple[str, ...] = ()    # small JSON files DVC shows with `dvc metrics show`
-    plots: tuple[str, ...] = ()
+    plots: tuple[str | dict, ...] = ()  # files, or {plot id: DVC's plot definition} (x, y: {file: column})
     objective: str | None = None     # the summary key a sweep minimizes (Optuna's value, the best trial)
 
 

@@ -1,68 +1,107 @@
-"""evaluate: test-split accuracy, macro-F1 and confusion matrix, then the accuracy gate.
+"""evaluate: the model on the held-out test split, its report, then the gates.
 
-The reports are written before the gate is checked, so a failing model still
-leaves its numbers to look at; the stage then fails and stops the pipeline.
+Writes reports/metrics.json (accuracy, macro-F1, expected calibration error:
+DVC metrics) and reports/evaluation/: per-class precision and recall, the
+confusion matrix and reliability diagram (PNG, and as CSV data DVC plots), the
+gates' results, and report.md / report.html. The reports are written before
+the gates are enforced, so a model that fails still leaves its numbers to look
+at; the stage then fails and stops the pipeline before compress and package.
 """
 
 from __future__ import annotations
 
+import csv
+import io as text_io
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from maas import io
 from maas.config import number
-from maas.errors import GateFailed
 from maas.stages import Stage, stage_entry
 from maas.stages.preprocess import PREPROCESSOR_FILE, load_split
 
 METRICS_FILE = "metrics.json"
-TABLE_FILE = "evaluation.json"
-PLOT_FILE = "confusion_matrix.png"
+REPORT_DIR = "evaluation"      # under paths.reports
+GATES_FILE = "gates.json"      # in REPORT_DIR: what package puts into the model card
+CALIBRATION_BINS = 15
+
+
+def _csv(header: list[str], rows) -> str:
+    buf = text_io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 @stage_entry("evaluate")
 def run(cfg: DictConfig) -> dict:
-    from maas import model_files
+    from maas import eval_report, gates, model_files
     from maas.data.preprocessor import Preprocessor
-    from maas.evaluation import anomaly_auroc, classification_metrics, plot_confusion_matrix
+    from maas.evaluation import (anomaly_auroc, calibration, classification_metrics, plot_confusion_matrix,
+                                 plot_reliability)
 
+    # Settings first: a typo fails before anything is computed or written.
+    number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     x, y = load_split(cfg, "test")
     loaded = model_files.load(cfg.paths.trained)
     spec = loaded.spec
     out = loaded.predictor.predict(x)
-    m = classification_metrics(y, out.proba.argmax(1), cfg.data.num_classes)
-    reports = Path(cfg.paths.reports)
-    metrics = {"test": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "samples": int(len(y))},
-               "val": {"accuracy": spec["training"]["best_val_accuracy"]}}
+    predicted = out.proba.argmax(1)
+    m = classification_metrics(y, predicted, cfg.data.num_classes)
+    cal = calibration(y, out.proba, CALIBRATION_BINS)
+    test = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": cal["ece"], "samples": int(len(y))}
     if out.anomaly is not None:  # a model that reconstructs: does its score tell noisy images from clean?
         std = number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
         pre = Preprocessor.load(Path(cfg.paths.processed) / PREPROCESSOR_FILE)
         noisy = loaded.predictor.predict(pre.add_noise(x, std, cfg.seed)).anomaly
-        metrics["test"]["anomaly_auroc"] = anomaly_auroc(out.anomaly, noisy)
-        print(f"evaluate: anomaly score AUROC {metrics['test']['anomaly_auroc']:.4f}, clean test images vs the "
+        test["anomaly_auroc"] = anomaly_auroc(out.anomaly, noisy)
+        print(f"evaluate: anomaly score AUROC {test['anomaly_auroc']:.4f}, clean test images vs the "
               f"same with raw-pixel noise of std {std:g}", flush=True)
+    metrics = {"test": test, "val": {"accuracy": spec["training"]["best_val_accuracy"]}}
+    print(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, expected calibration "
+          f"error {cal['ece']:.4f} on {len(y)} samples", flush=True)
+
+    reports = Path(cfg.paths.reports)
+    results = gates.absolute(cfg, test) + [gates.champion(cfg, test, Path(cfg.paths.bento))]
+    with io.atomic_dir(reports / REPORT_DIR) as d:
+        io.write_json(d / "evaluation.json", {"per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
+                                              "calibration": cal})
+        io.write_json(d / GATES_FILE, results)
+        # Data for DVC's own plots (`dvc plots show/diff`): one row per test row, one per confidence bin.
+        io.write_text(d / "predictions.csv", _csv(["actual", "predicted"], zip(y.tolist(), predicted.tolist())))
+        io.write_text(d / "calibration.csv", _csv(["confidence", "accuracy", "count"],
+                                                  [[round(b["confidence"], 6), round(b["accuracy"], 6), b["count"]]
+                                                   for b in cal["table"]]))
+        plot_confusion_matrix(m["confusion_matrix"], d / "confusion_matrix.png",
+                              f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
+        plot_reliability(cal, d / "reliability.png", f"reliability: ECE {cal['ece']:.4f} over {len(y)} test rows")
+        parts = eval_report.sections(metrics, m["per_class"], cal, results, spec["model"]["arch"])
+        io.write_text(d / "report.md", eval_report.render_markdown(parts))
+        io.write_text(d / "report.html", eval_report.render_html(parts, d))
     io.write_json(reports / METRICS_FILE, metrics)
-    io.write_json(reports / TABLE_FILE, {"per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"]})
-    plot_confusion_matrix(m["confusion_matrix"], reports / PLOT_FILE,
-                          f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}")
-    print(f"evaluate: test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {len(y)} samples",
-          flush=True)
-    gate = number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
-    if m["accuracy"] < gate:
-        raise GateFailed(f"test accuracy {m['accuracy']:.4f} is below gates.min_test_accuracy={gate}")
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    for r in results:
+        print(f"evaluate: gate {r['gate']}: {'pass' if r['passed'] else 'FAIL'} ({r['compares']}: {r['value']}; "
+              f"{r['threshold']})", flush=True)
+    gates.enforce(results)
+    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "ece": cal["ece"]}
 
 
+_EVAL = "{paths.reports}/" + REPORT_DIR
 STAGE = Stage(
     name="evaluate",
     run=run,
     deps=("{paths.processed}", "{paths.trained}"),
-    outs=("{paths.reports}/" + METRICS_FILE, "{paths.reports}/" + TABLE_FILE, "{paths.reports}/" + PLOT_FILE),
-    params=("gates.min_test_accuracy", "data.num_classes", "evaluate", "seed"),
-    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py", "src/maas/model_files.py", "src/maas/backends",
-          "src/maas/data/preprocessor.py",
-          "src/maas/models", "src/maas/compression"),
+    outs=("{paths.reports}/" + METRICS_FILE, _EVAL),
+    params=("gates", "data.num_classes", "evaluate", "seed"),
+    code=("src/maas/stages/evaluate.py", "src/maas/evaluation.py", "src/maas/eval_report.py", "src/maas/gates.py",
+          "src/maas/model_files.py", "src/maas/backends", "src/maas/data/preprocessor.py", "src/maas/models",
+          "src/maas/compression"),
     metrics=("{paths.reports}/" + METRICS_FILE,),
-    plots=("{paths.reports}/" + PLOT_FILE,),
+    plots=(_EVAL + "/confusion_matrix.png", _EVAL + "/reliability.png",
+           {"confusion": {"template": "confusion", "x": "actual", "y": {_EVAL + "/predictions.csv": "predicted"},
+                          "title": "test split: actual vs predicted"}},
+           {"calibration": {"template": "simple", "x": "confidence", "y": {_EVAL + "/calibration.csv": "accuracy"},
+                            "title": "reliability: accuracy per confidence bin"}}),
 )

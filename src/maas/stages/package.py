@@ -18,15 +18,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
+from maas.gates import BENTO_FILE
 from maas.serving import BENTO_MODEL_SUBDIR, integrity
 from maas.serving.metadata import CARD_FILE
 from maas.stages import Stage, stage_entry
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
-from maas.stages.evaluate import METRICS_FILE
+from maas.stages.evaluate import GATES_FILE, METRICS_FILE, REPORT_DIR
 from maas.stages.preprocess import PREPROCESSOR_FILE
 from maas.stages.validate import RESULT_FILE
 
-BENTO_FILE = "bento.json"
 CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image;
@@ -107,6 +107,7 @@ def run(cfg: DictConfig) -> dict:
     metrics = io.read_json(io.require(reports / METRICS_FILE, "evaluation metrics"))
     compression = io.read_json(io.require(reports / COMPRESSION_FILE, "compression report"))
     validation = io.read_json(io.require(Path(cfg.paths.validated) / RESULT_FILE, "validation result"))
+    gate_results = io.read_json(io.require(reports / REPORT_DIR / GATES_FILE, "evaluate's gate results"))
 
     with tempfile.TemporaryDirectory(prefix="maas-model-") as tmp:
         staged = Path(tmp)
@@ -114,7 +115,7 @@ def run(cfg: DictConfig) -> dict:
                  io.require(Path(cfg.paths.processed) / PREPROCESSOR_FILE, "preprocessor"),
                  io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
-                          validation=validation)
+                          validation=validation, gates=gate_results)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
         model_files = integrity.manifest(files)
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
@@ -130,8 +131,10 @@ def run(cfg: DictConfig) -> dict:
 
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
+        # The metrics travel with the Bento: the next run's champion gate (maas.gates) compares against them.
         io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
-                                         "archive": f"{cfg.serve.bento_name}.bento"})
+                                         "archive": f"{cfg.serve.bento_name}.bento", "metrics": metrics,
+                                         "compression": {k: compression[k] for k in ("chosen", "served_test_accuracy")}})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
     io.write_text(reports / CARD_MD, render_markdown(card))
     print(f"package: built Bento {bento_tag}\n  serve it: bentoml serve {bento_tag}", flush=True)
@@ -142,7 +145,7 @@ STAGE = Stage(
     name="package",
     run=run,
     deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.reports}/" + METRICS_FILE,
-          "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
+          "{paths.reports}/" + REPORT_DIR + "/" + GATES_FILE, "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
     outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
     params=("serve",),
     code=("src/maas",),  # the Bento bundles the whole package, so any edit changes what is served
