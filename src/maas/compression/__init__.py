@@ -32,7 +32,7 @@ METHODS = ("none", "int8_weights", "int8_dynamic", "int8_static", "prune", "onnx
 AUTO = "auto"
 SELECTIONS = ("fastest_within", "smallest_within")
 # Method name -> its module under maas.compression: a fixed table, so a name read from a file chooses no code.
-_MODULES = {"none": "none", "int8_weights": "int8_weights"}
+_MODULES = {"none": "none", "int8_weights": "int8_weights", "onnx_fp32": "onnx_fp32", "onnx_int8": "onnx_int8"}
 
 
 @dataclass
