@@ -92,8 +92,10 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (Path(ctx) / "requirements.txt").write_text(service_requirements(runtime))
+        # reload: the service reads its arguments (the model tag among them) when its module runs, so a
+        # second build in one process would otherwise bundle the first build's model under this one's tag.
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
-                                               args={"model_tag": model_tag, **args})
+                                               args={"model_tag": model_tag, **args}, reload=True)
     return str(bento.tag)
 
 
