@@ -18,7 +18,7 @@ import numpy as np
 
 from maas import model_files
 from maas.backends.base import Prediction, predict_in_blocks
-from maas.errors import ArtifactError
+from maas.errors import ArtifactError, ConfigError
 
 RUNTIME = "onnxruntime"
 INPUT, PROBA, ANOMALY = "x", "proba", "anomaly"
@@ -47,8 +47,11 @@ def session(data: bytes, where: Path):
     OMP_NUM_THREADS from the service's `resources: cpu`; one when unset, as the compress stage times)."""
     import onnxruntime as ort
 
+    threads = os.environ.get("OMP_NUM_THREADS") or "1"
+    if not threads.isdigit() or int(threads) < 1:
+        raise ConfigError(f"OMP_NUM_THREADS={threads!r} must be a whole number of threads >= 1")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+    options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
