@@ -6,8 +6,9 @@ compress.onnx_int8.calibration_rows validation rows. The scales are constants
 of the graph, so a row's answer does not depend on its batch-mates: it runs the
 same fixed-shape blocks as every other predictor. The graph keeps the QDQ form
 (QuantizeLinear/DequantizeLinear around standard ops, which ONNX Runtime fuses
-into int8 kernels): as fast on this CPU as the QOperator form at batch 1 and
-64, and standard ONNX only.
+into int8 kernels): standard ONNX only, and as fast as the QOperator form
+(com.microsoft ops) on the digits CNN, 0.36 ms a 16-row block on one AVX2 core
+either way, vs 0.54 ms in fp32.
 
 What stays float: the layer that computes the logits and the softmax after it
 (int8 probabilities would take only a few dozen distinct values, and equal
