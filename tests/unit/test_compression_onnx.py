@@ -19,8 +19,8 @@ ARCHS = ("cnn", "mlp", "lstm", "gru", "transformer", "autoencoder")  # conf/mode
 
 
 def source_of(spec: dict, weights: dict, calibration: np.ndarray, calibration_rows=512) -> compression.Source:
-    return compression.Source(spec=spec, weights=weights, settings={"onnx_int8": {"calibration_rows": calibration_rows}},
-                              calibration=calibration)
+    settings = {"onnx_int8": {"calibration_rows": calibration_rows}}
+    return compression.Source(spec=spec, weights=weights, settings=settings, calibration=calibration)
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ def _quiet() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
-            warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights.* were assigned during export")
+            warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights.* were assigned")
             yield
     finally:
         registration.setLevel(level)
