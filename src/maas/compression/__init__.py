@@ -33,8 +33,8 @@ AUTO = "auto"
 SELECTIONS = ("fastest_within", "smallest_within")
 # Method name -> its module under maas.compression: a fixed table, so a name read from a file chooses no code.
 _MODULES = {"none": "none", "int8_weights": "int8_weights", "int8_dynamic": "int8_dynamic",
-            "int8_static": "int8_static", "prune": "prune", "tflite_dynamic": "tflite_dynamic",
-            "tflite_int8": "tflite_int8"}
+            "int8_static": "int8_static", "prune": "prune", "onnx_fp32": "onnx_fp32", "onnx_int8": "onnx_int8",
+            "tflite_dynamic": "tflite_dynamic", "tflite_int8": "tflite_int8"}
 
 
 @dataclass

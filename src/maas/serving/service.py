@@ -110,8 +110,9 @@ class DigitsService:
         # they walk only what requests allocate. (Cyclic garbage already there stays: a bounded, one-time
         # amount, cheaper than a gc.collect() first would be on the start time.)
         gc.freeze()
-        print(f"maas: loaded {self.bento_model.tag} ({self.model.spec['backend']} {self.model.spec['model']['arch']}, "
-              f"compression={model_files.compression_method(self.model.spec)}); batching up to "
+        spec = self.model.spec
+        print(f"maas: loaded {self.bento_model.tag} ({spec['backend']} {spec['model']['arch']}, run by "
+              f"{model_files.runtime(spec)}, compression={model_files.compression_method(spec)}); batching up to "
               f"{self.settings.max_batch_size} images, waiting up to {self.settings.max_latency_ms:g} ms", flush=True)
 
     def _infer(self, raw: np.ndarray) -> tuple:

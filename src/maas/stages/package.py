@@ -31,11 +31,14 @@ CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON ca
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image;
 # starlette and prometheus-client too, but only within bentoml's wide ranges, and maas is tested on
-# these), and what the model's backend adds: a TensorFlow Bento needs no torch, and the reverse.
+# these), and what runs the stored model (model.yaml's runtime, not the backend it was trained with):
+# a TensorFlow Bento needs no torch, and an ONNX or TFLite one neither torch nor TensorFlow
+# (onnxruntime and ai-edge-litert import only numpy besides themselves).
 # tests/e2e/test_container.py fails when the service imports a package missing here.
 SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic", "pydantic-core", "starlette",
                     "prometheus-client")
-BACKEND_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras")}
+RUNTIME_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras"), "onnxruntime": ("onnxruntime",),
+                    "litert": ("ai-edge-litert",)}
 
 
 def content_version(files: list[Path]) -> str:
@@ -73,24 +76,26 @@ def check_stored(model_tag: str, model_files: dict[str, dict]) -> None:
                     remedy=f"`bentoml models delete {model_tag}` (the store's copy), then run the package stage again")
 
 
-def service_requirements(backend: str) -> str:
-    """The service's imports at the exact versions installed here, for the Bento's image."""
+def service_requirements(runtime: str) -> str:
+    """The service's imports, with what runs the model, at the exact versions installed here, for the Bento's image."""
     from importlib.metadata import version
 
     # A local label like +cpu names this machine's wheel, not a release an image can install.
     return "".join(f"{name}=={version(name).split('+')[0]}\n"
-                   for name in (*BACKEND_PACKAGES[backend], *SERVICE_PACKAGES))
+                   for name in (*RUNTIME_PACKAGES[runtime], *SERVICE_PACKAGES))
 
 
-def build_bento(model_tag: str, bento_name: str, bentofile: Path, backend: str, args: dict[str, object]) -> str:
+def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, args: dict[str, object]) -> str:
     """Build the Bento from a staging copy of src/maas; `args` are the service's ServiceArgs besides the tag."""
     import bentoml
 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (Path(ctx) / "requirements.txt").write_text(service_requirements(backend))
+        (Path(ctx) / "requirements.txt").write_text(service_requirements(runtime))
+        # reload: the service reads its arguments (the model tag among them) when its module runs, so a
+        # second build in one process would otherwise bundle the first build's model under this one's tag.
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
-                                               args={"model_tag": model_tag, **args})
+                                               args={"model_tag": model_tag, **args}, reload=True)
     return str(bento.tag)
 
 
@@ -99,7 +104,7 @@ def run(cfg: DictConfig) -> dict:
     import bentoml
 
     from maas.data.preprocessor import Preprocessor
-    from maas.model_files import MODEL_FILE, read_spec
+    from maas.model_files import MODEL_FILE, read_spec, runtime
     from maas.model_card import build_card, render_markdown
 
     compressed, reports = Path(cfg.paths.compressed), Path(cfg.paths.reports)
@@ -127,7 +132,7 @@ def run(cfg: DictConfig) -> dict:
                     "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}", "workers": str(cfg.serve.workers),
                     integrity.MANIFEST_ARG: model_files}
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
-                            spec["backend"], service_args)
+                            runtime(spec), service_args)
 
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
