@@ -17,7 +17,7 @@ from maas.model_files import read_spec
 pytestmark = pytest.mark.slow
 
 STAGES = ["validate", "preprocess", "train", "evaluate", "compress", "package"]
-TINY = ["trainer=fast", "trainer.device=cpu", "gates=none"]
+TINY = ["trainer=fast", "trainer.device=cpu", "gates=none", "compress=int8_weights", "compress.latency.rounds=5"]
 CLEAN = "Data and pipelines are up to date"
 
 
