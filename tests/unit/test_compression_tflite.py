@@ -162,7 +162,7 @@ def test_bad_calibration_rows_are_named(tf_run, tmp_path):
 
 def test_int8_calibrates_on_the_rows_it_is_given(tf_run, tmp_path):
     """A short last block is filled from the first rows, and model.yaml records how many rows were used."""
-    from maas.compression.tflite_convert import calibration_blocks
+    from maas.compression._tflite_convert import calibration_blocks
 
     x = np.arange(20 * 64, dtype=np.float32).reshape(20, 1, 8, 8)
     blocks = calibration_blocks(x, 18)

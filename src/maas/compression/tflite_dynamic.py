@@ -16,15 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from maas.compression import tflite_convert
-from maas.compression.litert_runtime import load  # noqa: F401  (the method's load: LiteRT alone)
+from maas.compression import _tflite_convert
+from maas.compression._litert_runtime import load  # noqa: F401  (the method's load: LiteRT alone)
 
 METHOD = "tflite_dynamic"
 
 
 def applies(spec: dict[str, Any]) -> str | None:
-    return tflite_convert.not_applicable(spec, METHOD, tflite_convert.DYNAMIC)
+    return _tflite_convert.not_applicable(spec, METHOD, _tflite_convert.DYNAMIC)
 
 
 def write(source, out: Path) -> None:
-    tflite_convert.write(source, out, METHOD, tflite_convert.DYNAMIC)
+    _tflite_convert.write(source, out, METHOD, _tflite_convert.DYNAMIC)

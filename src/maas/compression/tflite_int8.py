@@ -7,7 +7,7 @@ converter is asked for int8 kernels only; the input and output stay float32
 can't quantize runs in float32 between a dequantize and a quantize (the
 transformer's layer norms each keep one NEG). Fixed scales make an
 image's answer independent of its batch-mates. LSTM and GRU don't apply (the
-converter crashes calibrating them; see tflite_convert). TensorFlow is needed to
+converter crashes calibrating them; see _tflite_convert). TensorFlow is needed to
 write it, only LiteRT to load and serve it.
 """
 
@@ -16,15 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from maas.compression import tflite_convert
-from maas.compression.litert_runtime import load  # noqa: F401  (the method's load: LiteRT alone)
+from maas.compression import _tflite_convert
+from maas.compression._litert_runtime import load  # noqa: F401  (the method's load: LiteRT alone)
 
 METHOD = "tflite_int8"
 
 
 def applies(spec: dict[str, Any]) -> str | None:
-    return tflite_convert.not_applicable(spec, METHOD, tflite_convert.INT8)
+    return _tflite_convert.not_applicable(spec, METHOD, _tflite_convert.INT8)
 
 
 def write(source, out: Path) -> None:
-    tflite_convert.write(source, out, METHOD, tflite_convert.INT8)
+    _tflite_convert.write(source, out, METHOD, _tflite_convert.INT8)

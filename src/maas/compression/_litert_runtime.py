@@ -3,7 +3,7 @@
 Loading and predicting import LiteRT alone, never TensorFlow, so a Bento serving
 a TFLite variant needs neither TensorFlow nor Keras.
 
-The flatbuffer's contract (`tflite_convert` writes it, `load` checks it):
+The flatbuffer's contract (`_tflite_convert` writes it, `load` checks it):
 one float32 input of shape (BLOCK_ROWS, C, H, W), NCHW as maas feeds every
 model, and float32 outputs: the logits (BLOCK_ROWS, classes) and, for a model
 that reconstructs, its reconstruction (BLOCK_ROWS, C, H, W). Softmax and the

@@ -6,7 +6,7 @@ Keras families transpose inside), and converted by tf.lite.TFLiteConverter
 (TensorFlow 2.21 still ships it undeprecated; only its tf.lite.Interpreter is
 deprecated, for ai_edge_litert's, which is what loads the result). The graph
 returns the logits and, for a model that reconstructs, the reconstruction;
-`litert_runtime` turns them into probabilities and anomaly scores.
+`_litert_runtime` turns them into probabilities and anomaly scores.
 
 Importing this module is cheap: TensorFlow is imported when a model is converted.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from maas import io, model_files
 from maas.backends.base import BLOCK_ROWS
-from maas.compression.litert_runtime import ARTIFACT, LOGITS, RECONSTRUCTION
+from maas.compression._litert_runtime import ARTIFACT, LOGITS, RECONSTRUCTION
 from maas.errors import ConfigError
 
 DYNAMIC, INT8 = "dynamic", "int8"
