@@ -47,7 +47,7 @@ def source_for(cfg, spec=None, weights=None, **changes) -> compression.Source:
     spec = spec or model_files.read_spec(trained)
     return compression.Source(spec=spec, weights=weights or model_files.read_weights(trained, spec), settings=s,
                               calibration=load_split(cfg, "val")[0], seed=int(cfg.seed),
-                              extra={"train": lambda: load_split(cfg, "train")})
+                              train=lambda: load_split(cfg, "train"))
 
 
 @pytest.fixture(scope="module")

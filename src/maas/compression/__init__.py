@@ -17,10 +17,10 @@ model.yaml naming anything else is refused, never imported.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -45,9 +45,9 @@ class Source:
     weights: dict[str, np.ndarray]            # its fp32 arrays, sha256 and finiteness checked
     settings: dict[str, Any]                  # cfg.compress as plain data: a method reads compress.<its name>
     calibration: np.ndarray | None = None     # preprocessed validation inputs (N, C, H, W) float32
-    train: tuple[np.ndarray, np.ndarray] | None = None  # preprocessed training split, for fine-tuning
+    # The preprocessed training split, for fine-tuning: a function, so only a method that fine-tunes reads it.
+    train: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def options(self, method: str) -> dict[str, Any]:
         return dict(self.settings.get(method) or {})

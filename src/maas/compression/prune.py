@@ -73,12 +73,9 @@ def options(source) -> dict[str, Any]:
 
 
 def _train_split(source) -> tuple[np.ndarray, np.ndarray]:
-    if source.train is not None:
-        return source.train
-    load = source.extra.get("train")
-    if load is None:
+    if source.train is None:
         raise ConfigError("compress.prune.finetune_epochs > 0 needs the training split; none was given")
-    return load()
+    return source.train()
 
 
 def finetune(model, x: np.ndarray, y: np.ndarray, o: dict[str, Any], seed: int) -> None:

@@ -145,7 +145,7 @@ def run(cfg: DictConfig) -> dict:
         return train_split["xy"]
 
     source = compression.Source(spec=spec, weights=model_files.read_weights(trained, spec), settings=s,
-                                calibration=val[0], seed=int(cfg.seed), extra={"train": train})
+                                calibration=val[0], seed=int(cfg.seed), train=train)
     wanted = [m for m in (s.get("candidates") or compression.available()) if m != "none"] if method == compression.AUTO \
         else ([] if method == "none" else [method])
     compressed = Path(cfg.paths.compressed)
