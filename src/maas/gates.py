@@ -47,15 +47,22 @@ def read_champion(bento_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def champion(cfg: DictConfig, test: dict[str, float], bento_dir: Path) -> dict[str, Any]:
-    """The challenger's test metric against the packaged model's, with `gates.champion.margin` to spare."""
+def champion(cfg: DictConfig, test: dict[str, float], bento_dir: Path, model_sha256: str) -> dict[str, Any]:
+    """The challenger's test metric against the packaged model's, with `gates.champion.margin` to spare.
+    `model_sha256` names the challenger (its trained weights' sha256)."""
     metric = choice(cfg, "gates.champion.metric", CHAMPION_METRICS)
     margin = number(cfg, "gates.champion.margin", 0.0, 1.0)
     name = metric.replace("_", "-")
     record = {"gate": "gates.champion", "compares": f"test {name} vs the packaged model's",
               "threshold": f"at most {100 * margin:.2f} points below", "metric": metric, "margin": margin,
-              "challenger": test[metric]}
+              "challenger": test[metric], "challenger_sha256": model_sha256}
     packaged = read_champion(bento_dir)
+    admitted = next((g for g in (packaged or {}).get("gates") or []
+                     if g.get("gate") == record["gate"] and g.get("challenger_sha256") == model_sha256), None)
+    if admitted is not None and (admitted.get("metric"), admitted.get("margin")) == (metric, margin):
+        # This very model is the packaged one: its gate was decided when it was admitted. Deciding it again
+        # against itself would change the record (and so the model card and the Bento) for nothing.
+        return admitted
     theirs = ((packaged or {}).get("metrics") or {}).get("test", {}).get(metric)
     if theirs is None:
         why = ("no model is packaged yet" if packaged is None

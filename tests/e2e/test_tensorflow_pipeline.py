@@ -1,4 +1,5 @@
-"""The pipeline with `trainer.backend=tensorflow`, unchanged stages, and its Bento over real HTTP."""
+"""The pipeline with `trainer.backend=tensorflow`, unchanged stages, and its Bento over real HTTP:
+compressed to full int8 TFLite, served by LiteRT without TensorFlow."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def tf_run(tiny_run, tmp_path_factory):
     cfg = copy_outputs(tiny_run[0], work, "validated", "processed", "trained", "compressed", "reports", "bento")
     cfg.trainer.backend, cfg.trainer.epochs = "tensorflow", 3
     cfg.model = compose(["model=autoencoder"]).model  # the family whose response carries anomaly scores
+    cfg.compress.method = "tflite_int8"
     summaries = {name: get(name).run(cfg) for name in ("train", "evaluate", "compress", "package")}
     return cfg, summaries
 
@@ -37,13 +39,16 @@ def test_the_stages_run_unchanged_on_tensorflow(tf_run):
     cfg, summaries = tf_run
     spec = model_files.read_spec(cfg.paths.compressed)
     assert spec["backend"] == "tensorflow" and spec["model"]["arch"] == "autoencoder"
+    assert spec["runtime"] == "litert" and spec["compression"]["method"] == "tflite_int8"
     metrics = io.read_json(Path(cfg.paths.reports) / "metrics.json")["test"]
     assert metrics["accuracy"] > 0.8 and metrics["anomaly_auroc"] > 0.9, metrics
     import bentoml
 
     bento = bentoml.bentos.get(summaries["package"]["bento_tag"])
     pins = (Path(bento.path) / "env" / "python" / "requirements.txt").read_text().split()
-    assert any(p.startswith("tensorflow-cpu==") for p in pins) and not any(p.startswith("torch==") for p in pins)
+    # LiteRT runs it: the image needs neither TensorFlow nor torch.
+    assert any(p.startswith("ai-edge-litert==") for p in pins)
+    assert not any(p.startswith(("tensorflow-cpu==", "keras==", "torch==")) for p in pins), pins
 
 
 def test_its_bento_answers_like_the_torch_one(tf_run, tmp_path):
@@ -67,5 +72,6 @@ def test_its_bento_answers_like_the_torch_one(tf_run, tmp_path):
     pre = Preprocessor.load(Path(cfg.paths.processed) / "preprocessor.json")
     local = model_files.load(cfg.paths.compressed).predictor.predict(pre.transform(np.array([README_IMAGE] * 2)))
     assert body["classes"] == local.proba.argmax(1).tolist()
-    assert np.allclose(body["anomaly_scores"], local.anomaly, rtol=1e-4, atol=1e-5)
+    assert body["probabilities"] == local.proba.astype(float).round(6).tolist()  # what compress measured, exactly
+    assert body["anomaly_scores"] == local.anomaly.astype(float).round(6).tolist()
     assert bad.status_code == 400 and list(bad.json()) == ["error"] and "8x8" in bad.json()["error"]

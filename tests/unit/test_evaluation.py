@@ -116,6 +116,17 @@ def test_champion_gate_passes_within_the_margin_and_without_a_champion(tiny_run,
     assert gate["passed"] and "no model is packaged yet" in gate["value"]
 
 
+def test_evaluating_the_packaged_model_again_keeps_the_gate_it_was_admitted_with(tiny_run, tmp_path):
+    """Re-running evaluate on the model that is packaged must not turn "nothing to compare" into "itself,
+    +0.00": the outputs would change, and with them the model card and the Bento, for nothing."""
+    cfg = copy_outputs(tiny_run[0], tmp_path, "reports", "bento")
+    before = (paths(cfg)["reports"] / "evaluation" / "gates.json").read_bytes()
+    get("evaluate").run(cfg)
+    assert (paths(cfg)["reports"] / "evaluation" / "gates.json").read_bytes() == before
+    admitted = io.read_json(paths(cfg)["bento"] / "bento.json")["gates"][1]
+    assert "no model is packaged yet" in admitted["value"]
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("gates.champion.metric", "loss", "gates.champion.metric='loss'"),
     ("gates.champion.margin", 5, r"gates.champion.margin=5 must be a number in \[0, 1\]"),

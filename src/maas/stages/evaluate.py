@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> dict:
           f"error {cal['ece']:.4f} on {len(y)} samples", flush=True)
 
     reports = Path(cfg.paths.reports)
-    results = gates.absolute(cfg, test) + [gates.champion(cfg, test, Path(cfg.paths.bento))]
+    results = gates.absolute(cfg, test) + [gates.champion(cfg, test, Path(cfg.paths.bento), spec["weights_sha256"])]
     with io.atomic_dir(reports / REPORT_DIR) as d:
         io.write_json(d / "evaluation.json", {"per_class": m["per_class"], "confusion_matrix": m["confusion_matrix"],
                                               "calibration": cal})

@@ -136,9 +136,11 @@ def run(cfg: DictConfig) -> dict:
 
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
-        # The metrics travel with the Bento: the next run's champion gate (maas.gates) compares against them.
+        # The metrics travel with the Bento: the next run's champion gate (maas.gates) compares against them,
+        # and the gates it passed say which trained model it is.
         io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
                                          "archive": f"{cfg.serve.bento_name}.bento", "metrics": metrics,
+                                         "gates": gate_results,
                                          "compression": {k: compression[k] for k in ("chosen", "served_test_accuracy")}})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
     io.write_text(reports / CARD_MD, render_markdown(card))
