@@ -75,6 +75,17 @@ def available() -> tuple[str, ...]:
     return tuple(m for m in METHODS if m in _MODULES)
 
 
+def runtime_threads() -> int:
+    """Intra-op threads for ONNX Runtime and LiteRT: BentoML sets OMP_NUM_THREADS per worker from the
+    service's `resources: cpu`; one when unset, as the compress stage times every variant."""
+    import os
+
+    threads = os.environ.get("OMP_NUM_THREADS") or "1"
+    if not threads.isdigit() or int(threads) < 1:
+        raise ConfigError(f"OMP_NUM_THREADS={threads!r} must be a whole number of threads >= 1")
+    return int(threads)
+
+
 def artifact_bytes(directory: str | Path, spec: dict[str, Any]) -> int:
     """The stored size of a model: its artifact file (weights, ONNX graph or TFLite flatbuffer)."""
     return (Path(directory) / spec["weights"]).stat().st_size

@@ -17,7 +17,6 @@ outputs the graph has.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,12 @@ from typing import Any
 import numpy as np
 
 from maas import model_files
+from maas.compression import runtime_threads
 from maas.backends.base import BLOCK_ROWS, Prediction, predict_in_blocks
 from maas.errors import ArtifactError
 
 ARTIFACT = "model.tflite"
 LOGITS, RECONSTRUCTION = "logits", "reconstruction"
-
-
-def threads() -> int:
-    # BentoML sets OMP_NUM_THREADS per worker from `resources: cpu`; the compress stage times on one.
-    return int(os.environ.get("OMP_NUM_THREADS") or 1)
 
 
 def expected_outputs(spec: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -113,7 +108,7 @@ def load(directory: Path, spec: dict[str, Any]) -> model_files.LoadedModel:
     path = Path(directory) / spec["weights"]
     data = model_files.read_artifact(directory, spec)
     try:
-        interpreter = Interpreter(model_content=data, num_threads=threads())
+        interpreter = Interpreter(model_content=data, num_threads=runtime_threads())
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:  # LiteRT's errors for a buffer that is no model it can run
         raise ArtifactError(f"{path} is not a TFLite model LiteRT can run: {e}") from None

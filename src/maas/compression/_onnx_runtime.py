@@ -10,7 +10,6 @@ differs, rather than failing on the first request.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from maas import model_files
 from maas.backends.base import Prediction, predict_in_blocks
-from maas.errors import ArtifactError, ConfigError
+from maas.errors import ArtifactError
 
 RUNTIME = "onnxruntime"
 INPUT, PROBA, ANOMALY = "x", "proba", "anomaly"
@@ -43,15 +42,13 @@ class OnnxPredictor:
 
 
 def session(data: bytes, where: Path):
-    """An ONNX Runtime session on the CPU with as many threads as the worker has cores (BentoML sets
-    OMP_NUM_THREADS from the service's `resources: cpu`; one when unset, as the compress stage times)."""
+    """An ONNX Runtime session on the CPU with compression.runtime_threads() threads."""
     import onnxruntime as ort
 
-    threads = os.environ.get("OMP_NUM_THREADS") or "1"
-    if not threads.isdigit() or int(threads) < 1:
-        raise ConfigError(f"OMP_NUM_THREADS={threads!r} must be a whole number of threads >= 1")
+    from maas.compression import runtime_threads
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
+    options.intra_op_num_threads = runtime_threads()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
