@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import tiny_overrides
+from conftest import copy_outputs
 from maas import compression, io, model_files
 from maas.backends.base import BLOCK_ROWS
 from maas.config import compose
@@ -21,13 +21,16 @@ METHODS = ("tflite_dynamic", "tflite_int8")
 
 
 @pytest.fixture(scope="module")
-def tf_run(tmp_path_factory, raw_dir):
-    """Two epochs of the tensorflow cnn on the real digits splits, through the stages (the tiny config)."""
+def tf_run(tiny_run, tmp_path_factory):
+    """Two epochs of the tensorflow cnn on the tiny run's digits splits, through the train stage (the tiny config)."""
     from maas.stages.preprocess import load_split
 
-    cfg = compose([*tiny_overrides(tmp_path_factory.mktemp("tflite"), raw_dir), "trainer.backend=tensorflow"])
-    for stage in ("validate", "preprocess", "train"):
-        get(stage).run(cfg)
+    work = tmp_path_factory.mktemp("tflite")
+    cfg = copy_outputs(tiny_run[0], work, "validated", "processed")
+    for key in ("trained", "compressed", "reports", "bento", "checkpoints"):  # never the tiny run's own outputs
+        cfg.paths[key] = str(work / key)
+    cfg.trainer.backend = "tensorflow"
+    get("train").run(cfg)
     splits = {name: load_split(cfg, name) for name in ("val", "test")}
     return cfg, splits
 
