@@ -198,7 +198,7 @@ def test_prune_is_deterministic_and_reports_each_epoch(tiny_run, tmp_path, capsy
     outs = []
     for i in range(2):
         source = source_for(cfg, prune__finetune_epochs=2)
-        source.train = (x[:192], y[:192])
+        source.train = lambda: (x[:192], y[:192])
         outs.append(tmp_path / str(i))
         outs[-1].mkdir()
         compression.get("prune").write(source, outs[-1])
@@ -292,7 +292,7 @@ def test_autoencoder_keeps_its_anomaly_scores(tiny_run, tmp_path):
     x = load_split(cfg, "val")[0][:32]
     for method in ("int8_dynamic", "prune"):
         source = source_for(cfg, spec, weights)
-        source.train = tuple(a[:128] for a in load_split(cfg, "train"))
+        source.train = lambda: tuple(a[:128] for a in load_split(cfg, "train"))
         (tmp_path / method).mkdir()
         compression.get(method).write(source, tmp_path / method)
         anomaly = model_files.load(tmp_path / method).predictor.predict(x).anomaly
