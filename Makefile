@@ -28,9 +28,19 @@ help:
 
 # Reinstalls when the dependency list or the pins change. constraints.txt pins
 # every package (torch==2.13.0: the CPU build on this machine's disk, CUDA from PyPI elsewhere).
+# uv installs the same pins in parallel (about half pip's time here, bytecode compiled as pip does);
+# it doesn't read pip's configuration, so it is handed pip's wheel folder and indexes. If uv can't
+# be had or fails, pip does the install.
+PIP_CONF = $(shell $(PYTHON) -m pip config get global.$(1) 2>/dev/null)
+UV_SOURCES = $(foreach d,$(or $(PIP_FIND_LINKS),$(call PIP_CONF,find-links)),--find-links $(d)) \
+             $(foreach u,$(or $(PIP_EXTRA_INDEX_URL),$(call PIP_CONF,extra-index-url)),--extra-index-url $(u)) \
+             $(if $(PIP_INDEX_URL),--index-url $(PIP_INDEX_URL))
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv==0.13.9' \
+	  && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --index-strategy unsafe-best-match \
+	       $(UV_SOURCES) -c constraints.txt -e '.[dev]' \
+	  || $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip check
 	@touch $@
 
