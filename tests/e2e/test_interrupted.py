@@ -53,11 +53,15 @@ def saved_epoch(checkpoints) -> int:
     return json.loads(states[0].read_text())["epoch"] if states else 0
 
 
-def run_train(overrides: list[str], kill_when_saved: tuple | None = None) -> str:
-    """`maas stage train` in its own process; with `kill_when_saved=(checkpoints, n)`, SIGKILL it as soon
-    as the state of epoch n or later is on disk (training goes on meanwhile, as it would)."""
-    proc = subprocess.Popen([str(BIN / "maas"), "stage", "train", *overrides], cwd=ROOT, stdout=subprocess.PIPE,
+def launch(overrides: list[str]) -> subprocess.Popen:
+    """`maas stage train` in its own process (and process group)."""
+    return subprocess.Popen([str(BIN / "maas"), "stage", "train", *overrides], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True, text=True)
+
+
+def finish(proc: subprocess.Popen, kill_when_saved: tuple | None = None) -> str:
+    """Wait for a launched run; with `kill_when_saved=(checkpoints, n)`, SIGKILL it as soon as the
+    state of epoch n or later is on disk (training goes on meanwhile, as it would)."""
     try:
         if kill_when_saved:
             checkpoints, n = kill_when_saved
@@ -77,18 +81,23 @@ def test_a_killed_training_run_resumes_and_ends_bit_identical(tiny_run, tmp_path
 
     cfg = tiny_run[0]
     common = [*tiny_overrides(tmp_path, tmp_path / "unused"), f"paths.processed={cfg.paths.processed}",
-              "trainer.epochs=6", "trainer.label_smoothing=0.1", "trainer.grad_clip_norm=1.0"]
-    run_train([*common, f"paths.trained={tmp_path / 'whole'}", f"paths.reports={tmp_path / 'whole-reports'}",
-               "trainer.resume=false"])
-    run_train(common, kill_when_saved=(tmp_path / "checkpoints", 3))
+              "trainer.epochs=4", "trainer.label_smoothing=0.1", "trainer.grad_clip_norm=1.0"]
+
+    def apart(name: str) -> list[str]:  # outputs of its own, so it can run beside another
+        return [f"paths.trained={tmp_path / name}", f"paths.reports={tmp_path / name / 'reports'}"]
+
+    # The uninterrupted reference shares no output with the others, so it runs beside them: a run
+    # costs mostly its start (imports), not its epochs.
+    whole = launch([*common, *apart("whole"), "trainer.resume=false"])
+    finish(launch(common), kill_when_saved=(tmp_path / "checkpoints", 2))
     n = saved_epoch(tmp_path / "checkpoints")
-    assert 3 <= n < 6, "the killed run saved no state of epoch 3 or later"
-    out = run_train(common)
+    assert 2 <= n < 4, "the killed run saved no state of epoch 2 or later"
+    # A different config never resumes another run's state, and leaves it for the run it belongs to.
+    assert "resumed" not in finish(launch([*common, *apart("other"), "trainer.label_smoothing=0.0"]))
+    out = finish(launch(common))
     assert f"train: resumed from epoch {n} " in out, out[-3000:]
-    assert f"epoch {n:3d}/6" not in out and f"epoch {n + 1:3d}/6" in out  # finished epochs are not run again
+    assert f"epoch {n:3d}/4" not in out and f"epoch {n + 1:3d}/4" in out  # finished epochs are not run again
+    finish(whole)
     assert io.file_sha256(tmp_path / "trained" / "weights.safetensors") == \
         io.file_sha256(tmp_path / "whole" / "weights.safetensors")
     assert not list((tmp_path / "checkpoints").glob("train-*")), "a finished run leaves no state behind"
-    # A different config never resumes another run's state.
-    run_train(common, kill_when_saved=(tmp_path / "checkpoints", 2))
-    assert "resumed" not in run_train([*common, "trainer.label_smoothing=0.0"])
