@@ -39,8 +39,10 @@ os.chdir(ROOT)
 def tiny_overrides(workdir: Path, raw: Path) -> list[str]:
     """A config that runs every stage in seconds, writing under `workdir`."""
     # trainer.device=cpu: these tests mean CPU (bit-exact resume, timings) even on a CUDA machine.
-    # compress: one method, timed briefly (compress=auto has its own tests).
+    # compress: one method, timed briefly (compress=auto has its own tests), kept when it is the smaller
+    # within budget: with fastest_within, a variant as fast as fp32 is kept or not as the machine's noise says.
     return ["trainer=fast", "trainer.device=cpu", "gates=none", "compress=int8_weights", "compress.latency.rounds=5",
+            "compress.select=smallest_within",
             f"paths.raw={raw}",
             *(f"paths.{k}={workdir / k}" for k in ("validated", "processed", "trained", "compressed", "reports",
                                                    "bento", "checkpoints"))]
