@@ -19,6 +19,25 @@ from maas.errors import ConfigError
 PARAMS_FILE = "params.yaml"
 
 
+def _table_width(features) -> int:
+    from maas.data.table_preprocessor import encoded_width
+
+    return encoded_width(OmegaConf.to_container(features, resolve=True) if features is not None else None)
+
+
+def _product(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+# Config values derived from others, so a model's input size follows the data config:
+# `${maas.prod:${data.input_shape}}` (an MLP's inputs), `${maas.table_width:${data.features}}`.
+OmegaConf.register_new_resolver("maas.prod", _product, replace=True)
+OmegaConf.register_new_resolver("maas.table_width", _table_width, replace=True)
+
+
 # What marks a maas project's root: the config tree and the pipeline DVC runs.
 ROOT_MARKERS = ("conf/config.yaml", "dvc.yaml")
 
@@ -71,9 +90,10 @@ def checked(cfg: DictConfig, directory: str | Path | None = None, keys: set[str]
     """
     from omegaconf.errors import OmegaConfBaseException
 
-    from maas.config_values import check_values
+    from maas.config_values import check_model_fits_data, check_values
     from maas.known_keys import check_config, declared_keys
 
+    check_model_fits_data(cfg)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:

@@ -17,6 +17,9 @@ def check_values(cfg: DictConfig) -> None:
     from maas.backends import BACKENDS
     from maas.backends.base import PRECISIONS, Settings
     from maas.data.preprocessor import KINDS, RAW_DTYPES
+    from maas.data.sources import FORMATS
+    from maas.data.sources import KINDS as DATA_KINDS
+    from maas.data.table_preprocessor import encoded_width
     from maas.errors import ConfigError
     from maas.gates import CHAMPION_METRICS
     from maas.serving.settings import ServeSettings
@@ -31,8 +34,14 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.optimizer.lr={lr!r} must be a number > 0")
     for key in ("data.split.val_fraction", "data.split.test_fraction"):
         number(cfg, key, 1e-9, 1 - 1e-9)
+    choice(cfg, "data.kind", DATA_KINDS)
+    choice(cfg, "data.format", FORMATS)
     choice(cfg, "data.scaling", KINDS)
-    choice(cfg, "data.feature_type", RAW_DTYPES)
+    if cfg.data.kind == "image":
+        choice(cfg, "data.feature_type", RAW_DTYPES)
+    else:
+        encoded_width(OmegaConf.to_container(cfg.data.features, resolve=True))
+    number(cfg, "data.chunk_rows", 1, 1e12)
     compress_settings(cfg)
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     choice(cfg, "gates.champion.metric", CHAMPION_METRICS)
@@ -43,3 +52,18 @@ def check_values(cfg: DictConfig) -> None:
             number(cfg, f"orchestration.retries.attempts.{key}", 0, 50)  # Prefect's own cap on retry delays
         number(cfg, "orchestration.retries.delay_s", 0.0, 3600.0)
     ServeSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True))
+
+
+# The architectures that take a table's row vector; the others read data.image_shape.
+TABLE_ARCHS = ("mlp",)
+
+
+def check_model_fits_data(cfg: DictConfig) -> None:
+    """Before interpolations resolve: a table has no image_shape, so an image model would fail to
+    compose with a message about a missing key instead of this one."""
+    from maas.errors import ConfigError
+
+    kind, arch = OmegaConf.select(cfg, "data.kind"), OmegaConf.select(cfg, "model.arch")
+    if kind == "table" and arch not in TABLE_ARCHS:
+        raise ConfigError(f"model.arch={arch!r} takes images, but data.kind=table (data.source="
+                          f"{OmegaConf.select(cfg, 'data.source')!r}); use one of {list(TABLE_ARCHS)} (e.g. model=mlp)")

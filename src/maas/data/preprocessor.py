@@ -51,6 +51,10 @@ class Preprocessor:
         return cls(kind, tuple(int(d) for d in image_shape), offset.tolist(), scale.tolist(), float(low), float(high),
                    raw_dtype)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.image_shape
+
     def transform(self, features: np.ndarray) -> np.ndarray:
         """(rows, C*H*W) raw features -> (rows, C, H, W) float32 model inputs."""
         x = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
@@ -93,3 +97,12 @@ def check_dtype(x: np.ndarray, raw_dtype: str) -> None:
     if raw_dtype == "int" and fractional.size:
         raise ConfigError(f"data.feature_type=int but the training features hold fractions "
                           f"(e.g. {fractional[0]:g}); declare feature_type: float")
+
+
+def load_preprocessor(path: str | Path):
+    """The image Preprocessor or the TablePreprocessor a preprocessor.json holds, by its format."""
+    from maas.data.table_preprocessor import FORMAT as TABLE_FORMAT, TablePreprocessor
+
+    blob = io.read_json(io.require(path, "preprocessor"))
+    return TablePreprocessor.load(path) if isinstance(blob, dict) and blob.get("format") == TABLE_FORMAT \
+        else Preprocessor.load(path)

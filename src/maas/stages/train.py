@@ -60,7 +60,7 @@ def run(cfg: DictConfig) -> dict:
     spec = {
         "backend": t.backend,
         "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "input_shape": list(cfg.data.image_shape),
+        "input_shape": list(cfg.data.input_shape),
         "classes": list(range(cfg.data.num_classes)),
         "compression": {"method": "none"},
         "training": {"best_epoch": result.best_epoch, "best_val_loss": best_val_loss,
@@ -79,7 +79,7 @@ STAGE = Stage(
     run=run,
     deps=("{paths.processed}",),
     outs=("{paths.trained}", "{paths.reports}/train"),
-    params=("seed", "model", "trainer", "data.image_shape", "data.num_classes"),
+    params=("seed", "model", "trainer", "data.input_shape", "data.num_classes"),
     code=("src/maas/stages/train.py", "src/maas/model_files.py", "src/maas/distributed.py", "src/maas/backends",
           "src/maas/models"),
     metrics=("{paths.reports}/train/metrics.json",),

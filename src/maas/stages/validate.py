@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from maas import io
-from maas.data.sources import raw_file, read_raw
+from maas.data.sources import raw_file, raw_md5, read_raw
 from maas.errors import DataValidationError
 from maas.stages import Stage, stage_entry
 
@@ -31,7 +31,7 @@ def run(cfg: DictConfig) -> dict:
     frame = read_raw(cfg)
     with io.atomic_dir(cfg.paths.validated) as out:
         report = validate_frame(frame, cfg.data, cfg.expectations, docs_dir=out / DOCS_DIR)
-        report.update({"data_file": str(path), "data_md5": io.file_md5(path), "rows": len(frame)})
+        report.update({"data_file": str(path), "data_md5": raw_md5(cfg), "rows": len(frame)})
         if not report["success"]:
             # Leaving the block by raising discards `out`; keep this run's Data Docs apart.
             message = (f"{path} failed {len(report['failed'])} expectation(s) of suite {report['suite']!r}:\n"

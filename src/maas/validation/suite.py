@@ -23,6 +23,23 @@ def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
     import great_expectations.expectations as gxe
 
     features = feature_columns(data_cfg)
+    label = data_cfg.label_column
+    suite = gx.ExpectationSuite(name=exp_cfg.suite_name)
+    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=features + [label],
+                                                           exact_match=bool(exp_cfg.exact_columns)))
+    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=exp_cfg.min_rows, max_value=exp_cfg.max_rows))
+    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=label))
+    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=label, value_set=list(exp_cfg.label_set)))
+    if data_cfg.kind == "table":
+        from maas.data.table_preprocessor import column_settings
+
+        for name, spec in data_cfg.features.items():
+            s = column_settings(name, spec)
+            if s["missing"] == "fail":
+                suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
+            if s["type"] == "categorical":
+                suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=s["categories"]))
+        return suite
     if len(features) != exp_cfg.feature_count:
         from maas.errors import ConfigError
 
@@ -30,17 +47,10 @@ def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
             f"expectations.feature_count={exp_cfg.feature_count} but data.image_shape "
             f"{list(data_cfg.image_shape)} implies {len(features)} features"
         )
-    label = data_cfg.label_column
-    suite = gx.ExpectationSuite(name=exp_cfg.suite_name)
-    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=features + [label],
-                                                           exact_match=bool(exp_cfg.exact_columns)))
-    suite.add_expectation(gxe.ExpectTableRowCountToBeBetween(min_value=exp_cfg.min_rows, max_value=exp_cfg.max_rows))
     for col in features:
         suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
         suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=exp_cfg.feature_min,
                                                                 max_value=exp_cfg.feature_max))
-    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=label))
-    suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=label, value_set=list(exp_cfg.label_set)))
     return suite
 
 
