@@ -1,6 +1,6 @@
 """`maas`: run stages, the pipeline, sweeps; compose params; serve.
 
-    maas compose [overrides]          write params.yaml from conf/ (what `dvc repro` reads)
+    maas compose [overrides]          write params.yaml from conf/ (what `dvc repro` reads), and dvc.yaml
     maas stage NAME                   run one stage on params.yaml unless dvc.lock says it is up to date,
                                       then record it in dvc.lock (as dvc repro does; --force runs it anyway)
     maas stage NAME [overrides]       a one-off run on conf/ + overrides: outputs under runs/<id>/
@@ -12,7 +12,7 @@
     maas sweep promote [SWEEP_DIR]    write the best trial (default: newest sweep) into conf/promoted/
     maas pipeline [overrides]         every stage as a Prefect flow, the same way (--replace, --force)
     maas data export                  write data/raw from the configured source
-    maas dvc-yaml                     regenerate dvc.yaml from the stage registry
+    maas dvc-yaml                     regenerate dvc.yaml from the stage registry and params.yaml
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
@@ -46,8 +46,13 @@ def cmd_compose(args) -> None:
     from maas.config import PARAMS_FILE, compose, write_params
 
     out = args.out or PARAMS_FILE
-    changed = write_params(compose(args.overrides), out)
+    cfg = compose(args.overrides)
+    changed = write_params(cfg, out)
     print(f"{out} {'updated' if changed else 'unchanged'}")
+    if not args.out:
+        # dvc.yaml's dependencies follow the config (data.path: the raw table or image folder),
+        # so the two are written together.
+        _write_dvc_yaml(cfg, "dvc.yaml")
 
 
 def cmd_stage(args) -> None:
@@ -108,13 +113,19 @@ def cmd_data(args) -> None:
     print(f"wrote {path}")
 
 
-def cmd_dvc_yaml(args) -> None:
+def _write_dvc_yaml(cfg, out: str) -> None:
     from maas import io
-    from maas.config import compose
     from maas.dvcfile import render
 
-    out = args.out or "dvc.yaml"
-    io.write_text(out, render(compose()))
+    changed = io.update_text(out, render(cfg))
+    print(f"{out} {'updated' if changed else 'unchanged'}")
+
+
+def cmd_dvc_yaml(args) -> None:
+    from maas.config import PARAMS_FILE, compose, load_params
+
+    # From params.yaml when there is one: dvc.yaml must describe the pipeline `dvc repro` runs.
+    _write_dvc_yaml(load_params(PARAMS_FILE) if Path(PARAMS_FILE).exists() else compose(), args.out or "dvc.yaml")
     print(f"wrote {out}")
 
 

@@ -45,9 +45,9 @@ def test_missing_raw_data_says_how_to_make_it(tmp_path):
         read_raw(compose([f"paths.raw={tmp_path}"]))
 
 
-def test_csv_source_needs_the_file(tmp_path):
-    with pytest.raises(ArtifactError, match="copy your CSV"):
-        export(compose([f"paths.raw={tmp_path}", "data.source=csv"]))
+def test_a_file_source_needs_the_file(tmp_path):
+    with pytest.raises(ArtifactError, match="put your CSV there"):
+        export(compose([f"paths.raw={tmp_path}", "data.source=file"]))
     with pytest.raises(ConfigError, match="data.source='s3'"):
         export(compose([f"paths.raw={tmp_path}", "data.source=s3"]))
 

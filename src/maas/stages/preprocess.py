@@ -78,7 +78,7 @@ def load_split(cfg: DictConfig, name: str) -> tuple:
 STAGE = Stage(
     name="preprocess",
     run=run,
-    deps=("{paths.raw}", "{paths.validated}/" + RESULT_FILE),
+    deps=("{data.path}", "{paths.validated}/" + RESULT_FILE),
     outs=("{paths.processed}",),
     params=("seed", "data"),
     code=("src/maas/stages/preprocess.py", "src/maas/data"),

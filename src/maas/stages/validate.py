@@ -51,8 +51,8 @@ def run(cfg: DictConfig) -> dict:
 STAGE = Stage(
     name="validate",
     run=run,
-    deps=("{paths.raw}",),
+    deps=("{data.path}",),
     outs=("{paths.validated}",),
     params=("data", "expectations"),
-    code=("src/maas/stages/validate.py", "src/maas/validation", "src/maas/data/sources.py"),
+    code=("src/maas/stages/validate.py", "src/maas/validation", "src/maas/data"),
 )
