@@ -8,6 +8,8 @@ the model's own arguments are checked when it is built.
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from maas.config import choice, number
@@ -34,6 +36,10 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.optimizer.lr={lr!r} must be a number > 0")
     for key in ("data.split.val_fraction", "data.split.test_fraction"):
         number(cfg, key, 1e-9, 1 - 1e-9)
+    name = OmegaConf.select(cfg, "data.name")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9_.-]{0,40}[a-z0-9])?", name):
+        raise ConfigError(f"data.name={name!r} names the model and the Bento (maas-<name>): use lowercase "
+                          "letters, digits, '-', '_' or '.', starting and ending with a letter or digit")
     choice(cfg, "data.kind", DATA_KINDS)
     choice(cfg, "data.format", FORMATS)
     choice(cfg, "data.scaling", KINDS)

@@ -187,9 +187,10 @@ def make_schedule(cfg: dict[str, Any], lr: float, *, steps_per_epoch: int, epoch
 def random_shift(x: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
     """Translate each NCHW image by up to `max_shift` pixels each way, repeating the edge pixels
     (clamped index grids, one gather for the batch; as torch's fit.random_shift)."""
-    if max_shift <= 0:
-        return x
     b, _, h, w = x.shape
+    # A table row is a (1, 1, width) "image" whose columns are features, not neighbouring pixels.
+    if max_shift <= 0 or h == 1:
+        return x
     dy, dx = rng.integers(-max_shift, max_shift + 1, size=(2, b))
     rows = np.clip(np.arange(h)[None, :] + dy[:, None], 0, h - 1)
     cols = np.clip(np.arange(w)[None, :] + dx[:, None], 0, w - 1)

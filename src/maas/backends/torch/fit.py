@@ -75,9 +75,10 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 
     Clamping the index grid is replicate padding, done for the whole batch in one gather.
     """
-    if max_shift <= 0:
-        return x
     b, _, h, w = x.shape
+    # A table row is a (1, 1, width) "image" whose columns are features, not neighbouring pixels.
+    if max_shift <= 0 or h == 1:
+        return x
     dy, dx = (torch.randint(-max_shift, max_shift + 1, (2, b), generator=generator))
     rows = (torch.arange(h)[None, :] + dy[:, None]).clamp(0, h - 1)
     cols = (torch.arange(w)[None, :] + dx[:, None]).clamp(0, w - 1)
