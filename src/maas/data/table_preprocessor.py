@@ -51,7 +51,7 @@ def column_settings(name: str, spec: Any) -> dict:
         if not categories:
             raise ConfigError(f"data.features.{name} is categorical: list its values in "
                               f"data.features.{name}.categories (they fix the model's input width)")
-        if len({str(c) for c in categories}) != len(categories):
+        if len({category_key(c) for c in categories}) != len(categories):
             raise ConfigError(f"data.features.{name}.categories has repeated values: {categories}")
     elif categories:
         raise ConfigError(f"data.features.{name} is numeric; categories apply to categorical columns")
@@ -108,7 +108,7 @@ class TableStats:
                 self.numeric.setdefault(name, _Numeric()).update(_as_float(column, name))
             else:
                 counts = self.counts.setdefault(name, {})
-                for value, n in column.dropna().astype(str).value_counts().items():
+                for value, n in _keys(column.dropna()).value_counts().items():
                     counts[value] = counts.get(value, 0) + int(n)
 
 
@@ -148,11 +148,11 @@ class TablePreprocessor:
                 col["categories"] = list(s["categories"])
                 if s["missing"] == "most_frequent":
                     counts = stats.counts.get(name, {})
-                    known = [c for c in col["categories"] if counts.get(str(c))]
+                    known = [c for c in col["categories"] if counts.get(category_key(c))]
                     if not known:
                         raise DataValidationError(f"column {name!r} has none of its declared categories "
                                                   "in the training rows")
-                    col["fill"] = max(known, key=lambda c: counts[str(c)])  # ties: the first declared
+                    col["fill"] = max(known, key=lambda c: counts[category_key(c)])  # ties: the first declared
             columns.append(col)
         width = sum(len(c["categories"]) if c["type"] == "categorical" else 1 for c in columns)
         return cls(scaling, columns, list(range(int(num_classes))), (1, 1, width))
@@ -190,14 +190,14 @@ class TablePreprocessor:
 
     @staticmethod
     def _one_hot(c: dict, column: pd.Series, index) -> np.ndarray:
-        lookup = {str(v): i for i, v in enumerate(c["categories"])}
+        lookup = {category_key(v): i for i, v in enumerate(c["categories"])}
         missing = column.isna().to_numpy()
         if missing.any():
             if c["missing"] == "fail":
                 raise DataValidationError(f"column {c['name']!r} is missing a value at row "
                                           f"{index[missing.argmax()]} and data.features.{c['name']}.missing=fail")
             column = column.where(~missing, c["fill"])
-        codes = column.astype(str).map(lookup)
+        codes = _keys(column).map(lookup)
         unknown = codes.isna().to_numpy()
         if unknown.any():
             first = int(unknown.argmax())
@@ -227,9 +227,31 @@ class TablePreprocessor:
 
 def _as_float(column: pd.Series, name: str) -> np.ndarray:
     """A numeric column as float64 with NaN for missing; text or booleans are refused, naming the column."""
-    if pd.api.types.is_bool_dtype(column) or not (pd.api.types.is_numeric_dtype(column) or column.isna().all()):
-        bad = column.dropna()
-        first = bad.index[0] if len(bad) else None
-        raise DataValidationError(f"column {name!r} is numeric but holds {bad.iloc[0]!r} at row {first}"
-                                  if len(bad) else f"column {name!r} is numeric but holds no numbers")
+    if pd.api.types.is_bool_dtype(column):
+        raise DataValidationError(f"column {name!r} is numeric but holds booleans (e.g. {column.iloc[0]!r} at row "
+                                  f"{column.index[0]})")
+    if not pd.api.types.is_numeric_dtype(column):
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad = numbers.isna() & column.notna() | column.map(lambda v: isinstance(v, bool))
+        if bad.any():
+            first = bad.to_numpy().argmax()
+            raise DataValidationError(f"column {name!r} is numeric but holds {column.iloc[first]!r} at row "
+                                      f"{column.index[first]}")
+        column = numbers
     return column.to_numpy(np.float64, na_value=np.nan)
+
+
+def category_key(value: Any) -> str:
+    """A category as text, the same for 2, 2.0 and "2": a column of integers with a gap reads as floats."""
+    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _keys(column: pd.Series) -> pd.Series:
+    """category_key of every (non-missing) value, vectorized where the column is numeric."""
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.to_numpy(np.float64)
+        if np.all(values == np.round(values)):
+            return pd.Series(values.astype(np.int64).astype(str), index=column.index)
+    return column.map(category_key)
