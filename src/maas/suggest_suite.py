@@ -77,7 +77,7 @@ def profile(cfg: DictConfig) -> tuple[list[str], dict[str, ColumnProfile]]:
             columns = [str(c) for c in chunk.columns]
         for col in chunk.columns:
             profiles.setdefault(str(col), ColumnProfile()).update(chunk[col])
-    if not columns:
+    if not columns or not next(iter(profiles.values())).rows:
         raise DataValidationError(f"{raw_file(cfg)} holds no rows to profile")
     return columns, profiles
 
