@@ -12,6 +12,8 @@
     maas sweep promote [SWEEP_DIR]    write the best trial (default: newest sweep) into conf/promoted/
     maas pipeline [overrides]         every stage as a Prefect flow, the same way (--replace, --force)
     maas data export                  write data/raw from the configured source
+    maas expectations suggest [overrides]  print a starting suite profiled from the raw data
+                                      (--out FILE, or --save: conf/expectations/<data file>_suggested.yaml)
     maas dvc-yaml                     regenerate dvc.yaml from the stage registry and params.yaml
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
@@ -111,6 +113,35 @@ def cmd_data(args) -> None:
 
     path = export(_cfg(args))
     print(f"wrote {path}")
+
+
+def cmd_expectations(args) -> None:
+    from maas import io
+    from maas.config import compose, conf_dir
+    from maas.suggest_suite import default_name, suggest
+
+    # The suite chosen now may not fit the data being profiled (a new table's data config still
+    # names another suite): its `expect:` entries, which compose checks against the columns, go.
+    cfg = compose([*args.overrides, "++expectations.expect=[]"])
+    if args.save and args.out:
+        raise MaasError("--save writes conf/expectations/<data file>_suggested.yaml; --out names another file: "
+                        "give one of them")
+    out = None
+    if args.out:
+        out = Path(args.out)
+    elif args.save:
+        out = conf_dir() / "expectations" / f"{default_name(cfg)}.yaml"
+    if out is not None and out.exists() and not args.force:
+        raise MaasError(f"{out} exists: it may hold your edits; --force overwrites it")
+    # A file's stem is the name that chooses it (expectations=<stem>) and names its suite.
+    text = suggest(cfg, out.stem if out is not None else default_name(cfg),
+                   warn=lambda msg: print(f"maas: warning: {msg}", file=sys.stderr))
+    if out is None:
+        sys.stdout.write(text)
+        return
+    io.write_text(out, text)
+    choose = f"; choose it with expectations={out.stem}" if out.parent == conf_dir() / "expectations" else ""
+    print(f"wrote {out}{choose}", file=sys.stderr)
 
 
 def _write_dvc_yaml(cfg, out: str) -> None:
@@ -256,6 +287,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("action", choices=["export"])
     d.add_argument("overrides", nargs="*")
     d.set_defaults(fn=cmd_data)
+
+    e = sub.add_parser("expectations", help="start a Great Expectations suite from the raw data")
+    e.add_argument("action", choices=["suggest"])
+    e.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=wine")
+    e.add_argument("--out", help="write the suite to this file instead of printing it")
+    e.add_argument("--save", action="store_true", help="write conf/expectations/<data file>_suggested.yaml")
+    e.add_argument("--force", action="store_true", help="overwrite the file if it exists")
+    e.set_defaults(fn=cmd_expectations)
 
     y = sub.add_parser("dvc-yaml", help="regenerate dvc.yaml from the stage registry")
     y.add_argument("--out", help="default: dvc.yaml at the project root")

@@ -26,6 +26,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.gates import CHAMPION_METRICS
     from maas.serving.settings import ServeSettings
     from maas.stages.compress import settings as compress_settings
+    from maas.validation.declared import check as check_declared_expectations
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
@@ -48,6 +49,7 @@ def check_values(cfg: DictConfig) -> None:
     else:
         encoded_width(OmegaConf.to_container(cfg.data.features, resolve=True))
     number(cfg, "data.chunk_rows", 1, 1e12)
+    check_declared_expectations(cfg.expectations, cfg.data)  # names and arguments: GX's, at validate
     compress_settings(cfg)
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     choice(cfg, "gates.champion.metric", CHAMPION_METRICS)

@@ -1,4 +1,5 @@
-"""Build and run the Great Expectations suite that `conf/expectations/` declares.
+"""Build and run the Great Expectations suite that `conf/expectations/` declares: maas's shorthand
+keys (columns, rows, labels, ranges) plus any GX expectation listed under `expect:` (declared.py).
 
 GX is imported here only (it costs seconds to import), and runs in an
 ephemeral context: the suite lives in config, not in a GX project folder.
@@ -14,6 +15,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from maas.data.sources import feature_columns
+from maas.validation.declared import META_KEY
+from maas.validation.declared import build as build_declared
 
 DOCS_SITE = "maas"
 
@@ -22,6 +25,7 @@ def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
+    declared = build_declared(exp_cfg)  # a bad name or argument fails before anything else is built
     features = feature_columns(data_cfg)
     label = data_cfg.label_column
     suite = gx.ExpectationSuite(name=exp_cfg.suite_name)
@@ -39,7 +43,7 @@ def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
                 suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=name))
             if s["type"] == "categorical":
                 suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=name, value_set=s["categories"]))
-        return suite
+        return _add(suite, declared)
     if len(features) != exp_cfg.feature_count:
         from maas.errors import ConfigError
 
@@ -51,6 +55,13 @@ def build_suite(data_cfg: DictConfig, exp_cfg: DictConfig):
         suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=col))
         suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=exp_cfg.feature_min,
                                                                 max_value=exp_cfg.feature_max))
+    return _add(suite, declared)
+
+
+def _add(suite, declared: list):
+    # GX drops an entry equal to one already in the suite (a shorthand one), so nothing runs twice.
+    for expectation in declared:
+        suite.add_expectation(expectation)
     return suite
 
 
@@ -94,7 +105,7 @@ def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfi
         if r.exception_info and r.exception_info.get("raised_exception"):
             details["exception"] = r.exception_info.get("exception_message")
         failed.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
-                       "details": _jsonable(details)})
+                       "declared": (cfg.meta or {}).get(META_KEY), "details": _jsonable(details)})
     return {"suite": exp_cfg.suite_name, "success": bool(result.success),
             "statistics": _jsonable(dict(result.statistics)), "failed": failed}
 
@@ -103,7 +114,8 @@ def describe_failures(failed: list[dict], limit: int = 10) -> str:
     lines = []
     for f in failed[:limit]:
         col = f" on column {f['column']!r}" if f["column"] else ""
-        lines.append(f"  - {f['expectation']}{col}: {f['details']}")
+        where = f" ({f['declared']})" if f.get("declared") else ""  # an `expect:` entry: which one
+        lines.append(f"  - {f['expectation']}{col}{where}: {f['details']}")
     if len(failed) > limit:
         lines.append(f"  ... and {len(failed) - limit} more")
     return "\n".join(lines)
