@@ -53,7 +53,7 @@ def _bad_raw(raw_dir: Path, tmp_path: Path, edit) -> Path:
 def test_validate_rejects_bad_data_and_keeps_the_last_good_result(tiny_run, raw_dir, tmp_path, edit, named):
     cfg = copy_outputs(tiny_run[0], tmp_path, "validated")
     before = (paths(cfg)["validated"] / "result.json").read_bytes()
-    cfg.paths.raw = str(_bad_raw(raw_dir, tmp_path, edit))
+    cfg.data.path = str(_bad_raw(raw_dir, tmp_path, edit) / "digits.csv")
     with pytest.raises(DataValidationError, match=named) as e:
         get("validate").run(cfg)
     assert (paths(cfg)["validated"] / "result.json").read_bytes() == before
@@ -90,7 +90,7 @@ def test_preprocess_scaling_is_fitted_on_train_only(tiny_run):
 
 def test_preprocess_refuses_data_changed_since_validation(tiny_run, raw_dir, tmp_path):
     cfg = copy_outputs(tiny_run[0], tmp_path, "validated", "processed")
-    cfg.paths.raw = str(_bad_raw(raw_dir, tmp_path, lambda f: f.drop(index=[0], inplace=True)))
+    cfg.data.path = str(_bad_raw(raw_dir, tmp_path, lambda f: f.drop(index=[0], inplace=True)) / "digits.csv")
     before = io.dir_sha256(paths(cfg)["processed"])
     with pytest.raises(ArtifactError, match="changed since it was validated"):
         get("preprocess").run(cfg)
