@@ -69,6 +69,14 @@ def test_images_take_the_configured_channels_and_size(tmp_path):
     Image.fromarray(np.full((3, 3), 257 * 60, dtype=np.uint16)).save(deep)
     assert Image.open(deep).mode.startswith("I")
     assert np.all(load_image(deep, (1, 3, 3)) == 60)
+    # A phone photo stored sideways with an EXIF orientation tag is read as viewers show it.
+    wide = np.zeros((20, 40), dtype=np.uint8)
+    wide[:, 20:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(wide).save(tmp_path / "phone.jpg", exif=exif)
+    upright = load_image(tmp_path / "phone.jpg", (1, 40, 20), resize="nearest")[0]
+    assert upright[:18].mean() < 10 and upright[22:].mean() > 245  # the bright half is now at the bottom
 
 
 def test_the_md5_follows_every_image(tmp_path):
