@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maas import io
 from maas.errors import ConfigError
@@ -32,10 +32,22 @@ def _product(shape) -> int:
     return out
 
 
+# A resolver's list must be a ListConfig: OmegaConf.resolve can't put a plain list in a node.
+def _class_folders(path) -> ListConfig:
+    from maas.data.image_folder import class_folders
+
+    return ListConfig(class_folders(path))
+
+
 # Config values derived from others, so a model's input size follows the data config:
-# `${maas.prod:${data.input_shape}}` (an MLP's inputs), `${maas.table_width:${data.features}}`.
+# `${maas.prod:${data.input_shape}}` (an MLP's inputs), `${maas.table_width:${data.features}}`;
+# and an image folder's classes follow the folder: `${maas.class_folders:${data.path}}` (its class
+# sub-folders, sorted), `${maas.len:${data.class_names}}`, `${maas.range:${data.num_classes}}` (0..n-1).
 OmegaConf.register_new_resolver("maas.prod", _product, replace=True)
 OmegaConf.register_new_resolver("maas.table_width", _table_width, replace=True)
+OmegaConf.register_new_resolver("maas.class_folders", _class_folders, replace=True)
+OmegaConf.register_new_resolver("maas.len", lambda items: len(items), replace=True)
+OmegaConf.register_new_resolver("maas.range", lambda n: ListConfig(list(range(int(n)))), replace=True)
 
 
 # What marks a maas project's root: the config tree and the pipeline DVC runs.
@@ -90,10 +102,11 @@ def checked(cfg: DictConfig, directory: str | Path | None = None, keys: set[str]
     """
     from omegaconf.errors import OmegaConfBaseException
 
-    from maas.config_values import check_model_fits_data, check_values
+    from maas.config_values import check_image_folder, check_model_fits_data, check_values
     from maas.known_keys import check_config, declared_keys
 
     check_model_fits_data(cfg)
+    check_image_folder(cfg)
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as e:

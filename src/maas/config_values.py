@@ -46,6 +46,7 @@ def check_values(cfg: DictConfig) -> None:
     choice(cfg, "data.scaling", KINDS)
     if cfg.data.kind == "image":
         choice(cfg, "data.feature_type", RAW_DTYPES)
+        _check_image_shape(cfg)
     else:
         encoded_width(OmegaConf.to_container(cfg.data.features, resolve=True))
     number(cfg, "data.chunk_rows", 1, 1e12)
@@ -75,3 +76,32 @@ def check_model_fits_data(cfg: DictConfig) -> None:
     if kind == "table" and arch not in TABLE_ARCHS:
         raise ConfigError(f"model.arch={arch!r} takes images, but data.kind=table (data.source="
                           f"{OmegaConf.select(cfg, 'data.source')!r}); use one of {list(TABLE_ARCHS)} (e.g. model=mlp)")
+
+
+def check_image_folder(cfg: DictConfig) -> None:
+    """Before interpolations resolve: data.class_names is read from the folder at data.path, so a
+    missing path or folder is named here rather than inside an interpolation error."""
+    from maas.data.image_folder import RESIZE_METHODS, class_folders
+    from maas.errors import ConfigError
+
+    if OmegaConf.select(cfg, "data.format") != "image_folder":
+        return
+    if OmegaConf.select(cfg, "data.path") is None:  # `???` in conf/data/image_folder.yaml, or null
+        raise ConfigError("data.format=image_folder reads your images from data.path, which is not set: add "
+                          "data.path=DIR, the folder with one sub-folder of PNG or JPEG images per class")
+    class_folders(OmegaConf.select(cfg, "data.path"))
+    choice(cfg, "data.resize", RESIZE_METHODS)
+
+
+def _check_image_shape(cfg: DictConfig) -> None:
+    from maas.errors import ConfigError
+
+    shape = OmegaConf.select(cfg, "data.image_shape")
+    if not (OmegaConf.is_list(shape) and len(shape) == 3 and all(isinstance(d, int) and d > 0 for d in shape)):
+        raise ConfigError(f"data.image_shape={shape!r} must be [channels, height, width], three positive integers")
+    c, h, w = shape
+    if cfg.data.format == "image_folder" and c not in (1, 3):
+        raise ConfigError(f"data.image_shape={list(shape)}: an image folder's channels must be 1 (grayscale) or 3 (RGB)")
+    if OmegaConf.select(cfg, "model.arch") == "cnn" and (h != w or h % 2):
+        raise ConfigError(f"data.image_shape={list(shape)}: model=cnn takes square images of even size "
+                          "(height == width, for its 2x2 pool)")

@@ -13,6 +13,8 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
         "architecture": spec["model"],
         "input_shape": spec["input_shape"],
         "classes": spec["classes"],
+        # An image folder's class sub-folders, in class-index order (data.class_names); absent for digits.
+        **({"class_names": list(names)} if (names := cfg.get("data", {}).get("class_names")) else {}),
         "compression": compression,
         "metrics": metrics,
         "gates": [{k: g[k] for k in ("gate", "compares", "threshold", "value", "passed") if k in g} | (
@@ -35,7 +37,7 @@ def render_markdown(card: dict) -> str:
 
 ## Model
 - architecture: `{arch.get('arch')}` ({', '.join(f'{k}={v}' for k, v in arch.items() if k != 'arch')})
-- input: raw images shaped {card['input_shape']}, classes {card['classes']}
+- input: raw images shaped {card['input_shape']}, classes {_classes(card)}
 - served variant: **{comp['chosen']}**
 
 ## Metrics (held-out test split, fp32 model)
@@ -72,3 +74,10 @@ Latency is on one CPU thread, measured side by side in the compress stage.
 The full resolved config the model was trained with is in model_card.json under `config`
 (later stages' settings, e.g. `compress` and `serve`, are as of training; the sections above are current).
 """
+
+
+def _classes(card: dict) -> str:
+    names = card.get("class_names")
+    if not names:
+        return str(card["classes"])
+    return ", ".join(f"{c} ({name})" for c, name in zip(card["classes"], names))

@@ -8,6 +8,9 @@ import numpy as np
 
 from maas.errors import ConfigError, DataValidationError
 
+# Each class needs a row in each of the three parts to be split stratified.
+MIN_PER_CLASS = 3
+
 
 class Split(NamedTuple):
     train: np.ndarray  # row indices
@@ -24,10 +27,9 @@ def stratified_split(labels: np.ndarray, *, val_fraction: float, test_fraction: 
             f"data.split fractions must be in (0, 1) and sum below 1, got val={val_fraction}, test={test_fraction}"
         )
     classes, counts = np.unique(labels, return_counts=True)
-    # Each class needs a row in each of the three parts to be split stratified.
-    if counts.min() < 3:
+    if counts.min() < MIN_PER_CLASS:
         raise DataValidationError(f"class {classes[counts.argmin()].item()!r} has only {counts.min()} row(s); "
-                                  "a stratified train/val/test split needs at least 3 per class")
+                                  f"a stratified train/val/test split needs at least {MIN_PER_CLASS} per class")
     idx = np.arange(len(labels))
     try:
         rest, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
