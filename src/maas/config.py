@@ -11,43 +11,15 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from maas import io
+from maas import io, resolvers
 from maas.errors import ConfigError
 
 PARAMS_FILE = "params.yaml"
 
 
-def _table_width(features) -> int:
-    from maas.data.table_preprocessor import encoded_width
-
-    return encoded_width(OmegaConf.to_container(features, resolve=True) if features is not None else None)
-
-
-def _product(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= int(d)
-    return out
-
-
-# A resolver's list must be a ListConfig: OmegaConf.resolve can't put a plain list in a node.
-def _class_folders(path) -> ListConfig:
-    from maas.data.image_folder import class_folders
-
-    return ListConfig(class_folders(path))
-
-
-# Config values derived from others, so a model's input size follows the data config:
-# `${maas.prod:${data.input_shape}}` (an MLP's inputs), `${maas.table_width:${data.features}}`;
-# and an image folder's classes follow the folder: `${maas.class_folders:${data.path}}` (its class
-# sub-folders, sorted), `${maas.len:${data.class_names}}`, `${maas.range:${data.num_classes}}` (0..n-1).
-OmegaConf.register_new_resolver("maas.prod", _product, replace=True)
-OmegaConf.register_new_resolver("maas.table_width", _table_width, replace=True)
-OmegaConf.register_new_resolver("maas.class_folders", _class_folders, replace=True)
-OmegaConf.register_new_resolver("maas.len", lambda items: len(items), replace=True)
-OmegaConf.register_new_resolver("maas.range", lambda n: ListConfig(list(range(int(n)))), replace=True)
+resolvers.register()
 
 
 # What marks a maas project's root: the config tree and the pipeline DVC runs.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from conftest import ROOT
@@ -198,3 +199,18 @@ def test_pipeline_refuses_a_bad_override_before_starting_prefect(capsys):
     assert main(["pipeline", "trainer.epoch=5"]) == 2
     err = capsys.readouterr().err
     assert "did you mean trainer.epochs" in err and "prefect" not in err.lower()
+
+
+def test_dvc_composes_conf_with_maas_resolvers(tmp_path):
+    """`dvc exp run -S ...` composes conf/ with Hydra itself, in its own process: the derived values
+    (an MLP's input size from a table's columns) must resolve there as in `maas compose`."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from dvc.utils.hydra import compose_and_dump; "
+              "compose_and_dump(sys.argv[1], sys.argv[2], None, 'config', sys.argv[3], ['data=wine'])")
+    out = tmp_path / "params.yaml"
+    subprocess.run([sys.executable, "-c", script, str(out), str(ROOT / "conf"), str(ROOT)], check=True,
+                   cwd=tmp_path, capture_output=True)
+    composed = yaml.safe_load(out.read_text())
+    assert composed["model"]["in_features"] == 13 and composed["data"]["input_shape"] == [1, 1, 13]
