@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
+from maas.data.profile import PROFILE_FILE
 from maas.gates import BENTO_FILE
 from maas.serving import BENTO_MODEL_SUBDIR, integrity
 from maas.serving.metadata import CARD_FILE
@@ -118,6 +119,7 @@ def run(cfg: DictConfig) -> dict:
         staged = Path(tmp)
         files = [io.require(compressed / MODEL_FILE, "model.yaml"), io.require(compressed / spec["weights"], "weights"),
                  io.require(Path(cfg.paths.processed) / PREPROCESSOR_FILE, "preprocessor"),
+                 io.require(Path(cfg.paths.processed) / PROFILE_FILE, "training data profile"),
                  io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
                           validation=validation, gates=gate_results)
@@ -137,10 +139,12 @@ def run(cfg: DictConfig) -> dict:
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
         # The metrics travel with the Bento: the next run's champion gate (maas.gates) compares against them,
-        # and the gates it passed say which trained model it is.
+        # and the gates it passed say which trained model it is. So does the profile of its training data:
+        # the next validate measures drift against it (maas.validation.drift).
+        shutil.copy2(Path(cfg.paths.processed) / PROFILE_FILE, out / PROFILE_FILE)
         io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
-                                         "archive": f"{cfg.serve.bento_name}.bento", "metrics": metrics,
-                                         "gates": gate_results,
+                                         "archive": f"{cfg.serve.bento_name}.bento", "profile": PROFILE_FILE,
+                                         "metrics": metrics, "gates": gate_results,
                                          "compression": {k: compression[k] for k in ("chosen", "served_test_accuracy")}})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
     io.write_text(reports / CARD_MD, render_markdown(card))
@@ -151,7 +155,8 @@ def run(cfg: DictConfig) -> dict:
 STAGE = Stage(
     name="package",
     run=run,
-    deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.reports}/" + METRICS_FILE,
+    deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.processed}/" + PROFILE_FILE,
+          "{paths.reports}/" + METRICS_FILE,
           "{paths.reports}/" + REPORT_DIR + "/" + GATES_FILE, "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
     outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
     params=("serve",),
