@@ -8,7 +8,8 @@ from maas.validation.drift import card_markdown, for_card
 
 
 def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
-               gates: list[dict] | None = None) -> dict[str, Any]:
+               gates: list[dict] | None = None, drift: dict | None = None) -> dict[str, Any]:
+    """`drift`: validate's drift record of the data (drift.json), None when it was not measured."""
     cfg = spec.get("config", {})
     return {
         "model_tag": model_tag,
@@ -22,7 +23,7 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
         "training": spec.get("training", {}),
         "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
                  "rows": validation.get("rows"), "suite": validation.get("suite")},
-        "drift": for_card(validation.get("drift")),
+        "drift": for_card(drift),
         "config": cfg,
     }
 

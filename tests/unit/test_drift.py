@@ -129,8 +129,8 @@ def test_no_packaged_model_is_no_reference_and_passes(wine, tiny_run):
     assert record["status"] == drift.NO_REFERENCE and "no model is packaged yet" in record["reason"]
     # The tiny run validated before anything was packaged: its result and model card say so.
     tiny, _ = tiny_run
-    result = io.read_json(Path(tiny.paths.validated) / "result.json")
-    assert result["success"] and result["drift"]["status"] == drift.NO_REFERENCE
+    assert io.read_json(Path(tiny.paths.validated) / "result.json")["success"]
+    assert io.read_json(Path(tiny.paths.validated) / drift.DRIFT_FILE)["status"] == drift.NO_REFERENCE
     assert "No reference: no model is packaged yet" in (Path(tiny.paths.reports) / "model_card.md").read_text()
     # A model trained on other columns (digits) is no reference for wine either.
     other = drift.check(OmegaConf.merge(cfg, {"paths": {"bento": tiny.paths.bento}}), frame)
@@ -154,7 +154,7 @@ def test_package_stores_the_profile_and_the_same_data_shows_no_drift(tiny_run):
 
 def test_validate_fails_on_drift_naming_the_columns_and_keeps_the_last_result(tiny_run, raw_dir, tmp_path):
     cfg = copy_outputs(tiny_run[0], tmp_path, "validated")
-    before = (Path(cfg.paths.validated) / "result.json").read_bytes()
+    before = io.dir_sha256(cfg.paths.validated)
     frame = pd.read_csv(raw_dir / "digits.csv")
     pixels = [f"pixel_{i}" for i in range(64)]
     frame[pixels] = np.roll(frame[pixels].to_numpy(), 8, axis=1)  # every image one row lower: still 0..16
@@ -166,7 +166,7 @@ def test_validate_fails_on_drift_naming_the_columns_and_keeps_the_last_result(ti
     message = str(e.value)
     assert "expectation" not in message.split("drifted")[0]  # the suite passed: drift alone failed it
     assert "pixel_" in message and "FAIL" in message and "drift.fail=null" in message
-    assert (Path(cfg.paths.validated) / "result.json").read_bytes() == before
+    assert io.dir_sha256(cfg.paths.validated) == before
     shutil.rmtree(Path(message.rsplit("Data Docs of this run: ", 1)[1]).parents[1])
 
 
@@ -189,8 +189,8 @@ def test_the_model_card_shows_the_most_drifted_columns(wine, tmp_path):
                       metrics={"test": {"accuracy": 1.0, "macro_f1": 1.0, "samples": 27}, "val": {"accuracy": 1.0}},
                       compression={"chosen": "none", "why": "-", "size_ratio": 1.0, "speedup": 1.0, "speed_batch": 1,
                                    "served_test_accuracy": 1.0, "variants": []},
-                      validation={"data_file": "wine.csv", "rows": 178, "drift": io.read_json(
-                          io.write_json(tmp_path / "result.json", record))})  # as package reads it
+                      validation={"data_file": "wine.csv", "rows": 178},
+                      drift=io.read_json(io.write_json(tmp_path / drift.DRIFT_FILE, record)))  # as package reads it
     assert card["drift"]["status"] == "warn" and list(card["drift"]["columns"])[0] == "color_intensity"
     assert len(card["drift"]["columns"]) == 10 and card["drift"]["compared_columns"] == 13
     md = render_markdown(card).split("### Drift of this data", 1)[1]

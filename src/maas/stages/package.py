@@ -27,6 +27,7 @@ from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import GATES_FILE, METRICS_FILE, REPORT_DIR
 from maas.stages.preprocess import PREPROCESSOR_FILE
 from maas.stages.validate import RESULT_FILE
+from maas.validation.drift import DRIFT_FILE
 
 CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
@@ -114,6 +115,11 @@ def run(cfg: DictConfig) -> dict:
     compression = io.read_json(io.require(reports / COMPRESSION_FILE, "compression report"))
     validation = io.read_json(io.require(Path(cfg.paths.validated) / RESULT_FILE, "validation result"))
     gate_results = io.read_json(io.require(reports / REPORT_DIR / GATES_FILE, "evaluate's gate results"))
+    # Read, not a declared dependency: validate rewrites it when it re-validates this data against the model
+    # packaged since (drift then about 0), which must not re-package that model. The card shows the drift
+    # as of the last validation of this data, None when validated by a maas without drift.
+    drift_file = Path(cfg.paths.validated) / DRIFT_FILE
+    drift = io.read_json(drift_file) if drift_file.exists() else None
 
     with tempfile.TemporaryDirectory(prefix="maas-model-") as tmp:
         staged = Path(tmp)
@@ -122,7 +128,7 @@ def run(cfg: DictConfig) -> dict:
                  io.require(Path(cfg.paths.processed) / PROFILE_FILE, "training data profile"),
                  io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
-                          validation=validation, gates=gate_results)
+                          validation=validation, gates=gate_results, drift=drift)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
         model_files = integrity.manifest(files)
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})

@@ -63,6 +63,7 @@ from maas.errors import ArtifactError, ConfigError, DataValidationError
 METHODS = ("psi", "ks")
 EPSILON = 1e-4
 NO_REFERENCE, TOO_FEW = "no reference", "too few rows"
+DRIFT_FILE = "drift.json"  # in paths.validated, beside result.json
 
 
 def settings(cfg: DictConfig) -> dict[str, Any]:
@@ -349,5 +350,5 @@ def card_markdown(card_drift: dict[str, Any] | None) -> str:
     more = card_drift["compared_columns"] - len(card_drift["columns"])
     lines.append(table(card_drift, limit=len(card_drift["columns"]), markdown=True))
     if more > 0:
-        lines += ["", f"... and {more} more column(s), all below these (data/validated/result.json lists every one)."]
+        lines += ["", f"... and {more} more column(s), all below these (data/validated/drift.json lists every one)."]
     return "\n".join(lines)
