@@ -22,7 +22,8 @@ hashed row number is smallest. The hash depends only on the row number, so the
 same rows are chosen however the table is chunked: profiling in chunks gives
 the profile that profiling in one piece does. Chunks must carry the rows'
 numbers as their index (`maas.data.sources.iter_raw` does; so does
-`frame.iloc[rows]` of a table read whole).
+`frame.iloc[rows]` of a table read whole); a table whose index is not
+integers is numbered in the order its rows come.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def row_keys(rows: np.ndarray) -> np.ndarray:
 
 
 def numeric_values(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
-    """`names` as a float64 (rows, columns) array, NaN where missing; text or booleans are refused, naming the column."""
+    """`names` as float64 (rows, columns), NaN where missing; text or booleans are refused, naming the column."""
     out = np.empty((len(frame), len(names)), np.float64)
     for j, name in enumerate(names):
         if name not in frame.columns:
@@ -107,7 +108,7 @@ class ProfileBuilder:
         if self.numeric:
             x = numeric_values(frame, self.numeric)
             self._moments(x)
-            keys = np.concatenate([self._keys, row_keys(np.asarray(frame.index, dtype=np.int64))])
+            keys = np.concatenate([self._keys, row_keys(self._row_numbers(frame))])
             sample = np.concatenate([self._sample, x])
             if len(keys) > self.sample_rows:
                 keep = np.argpartition(keys, self.sample_rows - 1)[:self.sample_rows]
@@ -122,6 +123,12 @@ class ProfileBuilder:
             for value, n in column.dropna().astype(str).value_counts().items():
                 counts[value] = counts.get(value, 0) + int(n)
         return self
+
+    def _row_numbers(self, frame: pd.DataFrame) -> np.ndarray:
+        # A table stored with its own (say, text) index has no row numbers: number its rows as they come.
+        if pd.api.types.is_integer_dtype(frame.index):
+            return np.asarray(frame.index, dtype=np.int64)
+        return np.arange(self.rows - len(frame), self.rows, dtype=np.int64)
 
     def _moments(self, x: np.ndarray) -> None:
         present = ~np.isnan(x)
@@ -159,9 +166,10 @@ class ProfileBuilder:
         for name in self.categorical:
             counts = self._counts[name]
             n = sum(counts.values())
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
             columns[name] = {"type": "categorical", "count": n,
                              "null_rate": _share(self._cat_nulls[name], self.rows),
-                             "frequencies": {v: c / n for v, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}}
+                             "frequencies": {v: c / n for v, c in ranked}}
         ordered = {name: columns[name] for name in self.columns}
         return {"format": FORMAT, "rows": self.rows, "bins": self.bins, "sample_rows": int(len(self._keys)),
                 "columns": ordered}

@@ -57,7 +57,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from maas.config import choice, number
-from maas.data.profile import PROFILE_FILE, load_profile, numeric_values
+from maas.data.profile import load_profile, numeric_values
 from maas.errors import ArtifactError, ConfigError, DataValidationError
 
 METHODS = ("psi", "ks")
@@ -275,8 +275,9 @@ def table(record: dict[str, Any], limit: int = 10, markdown: bool = False) -> st
     for name, c in most_drifted(record)[:limit]:
         shift = (f"{_short(c['reference_mean'])} -> {_short(c['mean'])}" if "reference_mean" in c
                  else ", ".join(f"new {v!r}" for v in c.get("unseen_values", [])) or "")
-        rows.append([name, f"{c['psi']:.4f}", f"{c['ks']:.4f}", f"{c['chance']:.4f}" if "chance" in c else "-", shift, c["status"].upper() if c["status"] in ("warn", "fail")
-                     else c["status"]])
+        status = c["status"].upper() if c["status"] in ("warn", "fail") else c["status"]
+        rows.append([name, f"{c['psi']:.4f}", f"{c['ks']:.4f}", f"{c['chance']:.4f}" if "chance" in c else "-", shift,
+                     status])
     header = ["column", "PSI", "KS", f"chance ({record.get('method', 'psi').upper()})", "mean (train -> now)",
               "status"]
     more = len(record.get("columns", {})) - limit
