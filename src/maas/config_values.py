@@ -19,6 +19,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.backends import BACKENDS
     from maas.backends.base import PRECISIONS, Settings
     from maas.data.preprocessor import KINDS, RAW_DTYPES
+    from maas.data.profile import profile_bins
     from maas.data.sources import FORMATS
     from maas.data.sources import KINDS as DATA_KINDS
     from maas.data.table_preprocessor import encoded_width
@@ -27,6 +28,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.serving.settings import ServeSettings
     from maas.stages.compress import settings as compress_settings
     from maas.validation.declared import check as check_declared_expectations
+    from maas.validation.drift import settings as drift_settings
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
@@ -56,6 +58,8 @@ def check_values(cfg: DictConfig) -> None:
     choice(cfg, "gates.champion.metric", CHAMPION_METRICS)
     number(cfg, "gates.champion.margin", 0.0, 1.0)
     number(cfg, "evaluate.anomaly_noise_std", 0.0, 1e9)
+    drift_settings(cfg)
+    profile_bins(cfg)
     if OmegaConf.select(cfg, "orchestration.retries") is not None:
         for key in OmegaConf.select(cfg, "orchestration.retries.attempts", default={}) or {}:
             number(cfg, f"orchestration.retries.attempts.{key}", 0, 50)  # Prefect's own cap on retry delays

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from maas.validation.drift import card_markdown, for_card
+
 
 def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
-               gates: list[dict] | None = None) -> dict[str, Any]:
+               gates: list[dict] | None = None, drift: dict | None = None) -> dict[str, Any]:
+    """`drift`: validate's drift record of the data (drift.json), None when it was not measured."""
     cfg = spec.get("config", {})
     return {
         "model_tag": model_tag,
@@ -22,6 +25,7 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
         "training": spec.get("training", {}),
         "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
                  "rows": validation.get("rows"), "suite": validation.get("suite")},
+        "drift": for_card(drift),
         "config": cfg,
     }
 
@@ -67,6 +71,9 @@ Latency is on one CPU thread, measured side by side in the compress stage.
 ## Data
 - file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows)
 - validated by Great Expectations suite `{data['suite']}`
+
+### Drift of this data
+{card_markdown(card.get('drift'))}
 
 ## Training
 {', '.join(f'{k}={v}' for k, v in card['training'].items())}

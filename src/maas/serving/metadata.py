@@ -59,6 +59,11 @@ class MetadataResponse(BaseModel):
         "the value (gates.champion: against the model packaged before it)."))
     training: dict[str, Any] = Field(description="The training run: epochs, best epoch, device, precision, ...")
     data: DataInfo
+    drift: dict[str, Any] | None = Field(default=None, description=(
+        "The drift of the data this model was validated on against the training data of the model packaged "
+        "before it: `status` (ok, warn, fail, no reference, too few rows), `method` (psi or ks), the `warn` and "
+        "`fail` thresholds, `reference` (that Bento's tag), and the most drifted `columns` with their PSI, KS, "
+        "status and means. Null when not measured."))
     config: dict[str, Any] = Field(description="The resolved config the model was trained with "
                                    f"(all but {', '.join(HIDDEN_CONFIG)}).")
 
@@ -73,7 +78,8 @@ def load_card(root: Path, *, model_tag: str, bento_tag: str | None, spec) -> Met
         input=InputSpec(shape=list(spec.shape), dtype=spec.dtype, min=_number(spec.low), max=_number(spec.high),
                         max_request_images=spec.max_request_images),
         architecture=card["architecture"], metrics=card["metrics"], compression=card["compression"],
-        gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]), config=config)
+        gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]), drift=card.get("drift"),
+        config=config)
 
 
 def _number(value: float) -> int | float:

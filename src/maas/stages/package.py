@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
+from maas.data.profile import PROFILE_FILE
 from maas.gates import BENTO_FILE
 from maas.serving import BENTO_MODEL_SUBDIR, integrity
 from maas.serving.metadata import CARD_FILE
@@ -26,6 +27,7 @@ from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import GATES_FILE, METRICS_FILE, REPORT_DIR
 from maas.stages.preprocess import PREPROCESSOR_FILE
 from maas.stages.validate import RESULT_FILE
+from maas.validation.drift import DRIFT_FILE
 
 CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
@@ -113,14 +115,20 @@ def run(cfg: DictConfig) -> dict:
     compression = io.read_json(io.require(reports / COMPRESSION_FILE, "compression report"))
     validation = io.read_json(io.require(Path(cfg.paths.validated) / RESULT_FILE, "validation result"))
     gate_results = io.read_json(io.require(reports / REPORT_DIR / GATES_FILE, "evaluate's gate results"))
+    # Read, not a declared dependency: validate rewrites it when it re-validates this data against the model
+    # packaged since (drift then about 0), which must not re-package that model. The card shows the drift
+    # as of the last validation of this data, None when validated by a maas without drift.
+    drift_file = Path(cfg.paths.validated) / DRIFT_FILE
+    drift = io.read_json(drift_file) if drift_file.exists() else None
 
     with tempfile.TemporaryDirectory(prefix="maas-model-") as tmp:
         staged = Path(tmp)
         files = [io.require(compressed / MODEL_FILE, "model.yaml"), io.require(compressed / spec["weights"], "weights"),
                  io.require(Path(cfg.paths.processed) / PREPROCESSOR_FILE, "preprocessor"),
+                 io.require(Path(cfg.paths.processed) / PROFILE_FILE, "training data profile"),
                  io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
-                          validation=validation, gates=gate_results)
+                          validation=validation, gates=gate_results, drift=drift)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
         model_files = integrity.manifest(files)
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
@@ -137,10 +145,12 @@ def run(cfg: DictConfig) -> dict:
     with io.atomic_dir(cfg.paths.bento) as out:
         bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
         # The metrics travel with the Bento: the next run's champion gate (maas.gates) compares against them,
-        # and the gates it passed say which trained model it is.
+        # and the gates it passed say which trained model it is. So does the profile of its training data:
+        # the next validate measures drift against it (maas.validation.drift).
+        shutil.copy2(Path(cfg.paths.processed) / PROFILE_FILE, out / PROFILE_FILE)
         io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
-                                         "archive": f"{cfg.serve.bento_name}.bento", "metrics": metrics,
-                                         "gates": gate_results,
+                                         "archive": f"{cfg.serve.bento_name}.bento", "profile": PROFILE_FILE,
+                                         "metrics": metrics, "gates": gate_results,
                                          "compression": {k: compression[k] for k in ("chosen", "served_test_accuracy")}})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
     io.write_text(reports / CARD_MD, render_markdown(card))
@@ -151,7 +161,8 @@ def run(cfg: DictConfig) -> dict:
 STAGE = Stage(
     name="package",
     run=run,
-    deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.reports}/" + METRICS_FILE,
+    deps=("{paths.compressed}", "{paths.processed}/" + PREPROCESSOR_FILE, "{paths.processed}/" + PROFILE_FILE,
+          "{paths.reports}/" + METRICS_FILE,
           "{paths.reports}/" + REPORT_DIR + "/" + GATES_FILE, "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
     outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
     params=("serve",),

@@ -2,7 +2,9 @@
 
 Writes train/val/test.npz (model-ready float32 inputs and int64 labels) and
 preprocessor.json, which the Bento applies to raw requests: pixel scaling for
-images, or a table's missing-value fills, one-hot encoding and scaling.
+images, or a table's missing-value fills, one-hot encoding and scaling; and
+profile.json, the training rows' raw feature distributions, which package
+stores with the model and validate compares new data with (drift).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from omegaconf import DictConfig
 
 from maas import io
 from maas.data.preprocessor import Preprocessor
+from maas.data.profile import PROFILE_FILE, training_profile
 from maas.data.sources import labels as label_array
 from maas.data.sources import raw_file, raw_md5, read_raw, to_arrays
 from maas.data.splits import stratified_split
@@ -60,6 +63,7 @@ def run(cfg: DictConfig) -> dict:
         for name, idx in zip(SPLITS, split):
             io.write_npz(out / f"{name}.npz", x=inputs(idx), y=labels[idx], index=idx)
         pre.save(out / PREPROCESSOR_FILE)
+        io.write_json(out / PROFILE_FILE, training_profile(frame.iloc[split.train], cfg))  # what drift compares with
     sizes = {name: len(idx) for name, idx in zip(SPLITS, split)}
     print(f"preprocess: split {sizes}, scaling={pre.kind}", flush=True)
     return {"sizes": sizes, "scaling": pre.kind}
@@ -80,6 +84,6 @@ STAGE = Stage(
     run=run,
     deps=("{data.path}", "{paths.validated}/" + RESULT_FILE),
     outs=("{paths.processed}",),
-    params=("seed", "data"),
+    params=("seed", "data", "drift.bins"),
     code=("src/maas/stages/preprocess.py", "src/maas/data"),
 )
