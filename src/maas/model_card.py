@@ -6,12 +6,14 @@ from typing import Any
 
 
 def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
-               gates: list[dict] | None = None) -> dict[str, Any]:
+               gates: list[dict] | None = None, table_columns: list[dict] | None = None) -> dict[str, Any]:
+    """`table_columns`: a table model's request columns (maas.serving.table_requests.request_columns)."""
     cfg = spec.get("config", {})
     return {
         "model_tag": model_tag,
         "architecture": spec["model"],
         "input_shape": spec["input_shape"],
+        **({"columns": table_columns} if table_columns else {}),
         "classes": spec["classes"],
         "compression": compression,
         "metrics": metrics,
@@ -22,6 +24,16 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
                  "rows": validation.get("rows"), "suite": validation.get("suite")},
         "config": cfg,
     }
+
+
+def _input(card: dict) -> str:
+    columns = card.get("columns")
+    if not columns:
+        return f"raw images shaped {card['input_shape']}"
+    said = [f"`{c['name']}`" + (f" (one of {', '.join(map(str, c['categories']))})" if c["type"] == "categorical"
+                                else "") + ("" if c.get("nullable") else " (never null)") for c in columns]
+    return (f"table rows, `{{\"rows\": [{{column: value, ...}}]}}`, of {len(columns)} columns "
+            f"(numeric unless categories are listed; null is filled unless marked never null): {', '.join(said)}")
 
 
 def render_markdown(card: dict) -> str:
@@ -35,7 +47,7 @@ def render_markdown(card: dict) -> str:
 
 ## Model
 - architecture: `{arch.get('arch')}` ({', '.join(f'{k}={v}' for k, v in arch.items() if k != 'arch')})
-- input: raw images shaped {card['input_shape']}, classes {card['classes']}
+- input: {_input(card)}, classes {card['classes']}
 - served variant: **{comp['chosen']}**
 
 ## Metrics (held-out test split, fp32 model)
