@@ -58,7 +58,7 @@ def test_json_rows_get_the_answers_the_pipeline_measured_and_bad_rows_a_400_nami
     test = io.read_npz(Path(cfg.paths.processed) / "test.npz")
     raw = read_raw(cfg).iloc[test["index"]]
     rows = raw[list(cfg.data.features)].to_dict("records")  # the raw values, as a client holding the table sends them
-    assert raw["label"].tolist() == test["y"].tolist()
+    assert raw[cfg.data.label_column].tolist() == test["y"].tolist()
 
     r = predict(url, {"rows": rows})
     assert r.status_code == 200, r.text

@@ -158,3 +158,19 @@ def test_a_table_bento_pins_pandas_and_an_image_bento_does_not():
 
     assert "pandas==" in service_requirements("torch", "table")
     assert "pandas" not in service_requirements("torch", "image")
+
+
+def test_an_image_bento_loads_its_preprocessor_without_pandas(tmp_path):
+    """load_preprocessor names the table format itself: importing table_preprocessor would import pandas,
+    which an image model's Bento doesn't pin (tests/e2e/test_container.py)."""
+    import subprocess
+    import sys
+
+    from maas.data import preprocessor, table_preprocessor
+
+    assert preprocessor.TABLE_FORMAT == table_preprocessor.FORMAT
+    path = preprocessor.Preprocessor.fit(np.zeros((2, 4)), "none", (1, 2, 2)).save(tmp_path / "p.json")
+    probe = ("import sys; from maas.data.preprocessor import load_preprocessor; "
+             f"load_preprocessor({str(path)!r}); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
