@@ -82,6 +82,12 @@ def test_json_rows_get_the_answers_the_pipeline_measured_and_bad_rows_a_400_nami
                                       if c["name"] == "alcohol")}
     assert filled.json() == predict(url, {"rows": [mean]}).json()
 
+    # The most extreme values accepted still get a finite answer (JSON has no NaN).
+    card = httpx.get(f"{url}/metadata", timeout=10).json()
+    for bound in ("min", "max"):
+        edge = predict(url, {"rows": [{c["name"]: c[bound] for c in card["input"]["columns"]}]})
+        assert edge.status_code == 200 and np.isfinite(edge.json()["probabilities"]).all(), edge.text
+
     refused = {
         "missing": predict(url, {"rows": [rows[0], {k: v for k, v in rows[1].items() if k != "proline"}]}),
         "mistyped": predict(url, {"rows": [{**rows[0], "hue": "1.04"}]}),

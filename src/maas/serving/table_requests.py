@@ -26,8 +26,9 @@ from pydantic import Field
 from maas.serving.schemas import BadRequest, show
 
 # A numeric value may lie this many of its column's training scales (standard deviations, or
-# ranges under minmax) from the column's centre. Past it the float32 model input, or the model's
-# activations, overflow: the answer would be NaN, which JSON can't carry. No real row comes near.
+# ranges under minmax) from the column's centre. Far beyond it the model's float32 arithmetic
+# overflows (an autoencoder's squared error first, near 1e19 scales) and the answer would hold NaN
+# or infinity, which JSON can't carry. No real row comes near either.
 SCALES_FROM_CENTRE = 1e9
 
 ROWS = Field(
