@@ -8,13 +8,16 @@ from maas.validation.drift import card_markdown, for_card
 
 
 def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
-               gates: list[dict] | None = None, drift: dict | None = None) -> dict[str, Any]:
-    """`drift`: validate's drift record of the data (drift.json), None when it was not measured."""
+               gates: list[dict] | None = None, drift: dict | None = None,
+               table_columns: list[dict] | None = None) -> dict[str, Any]:
+    """`drift`: validate's drift record of the data (drift.json), None when it was not measured.
+    `table_columns`: a table model's request columns (maas.serving.table_requests.request_columns)."""
     cfg = spec.get("config", {})
     return {
         "model_tag": model_tag,
         "architecture": spec["model"],
         "input_shape": spec["input_shape"],
+        **({"columns": table_columns} if table_columns else {}),
         "classes": spec["classes"],
         # An image folder's class sub-folders, in class-index order (data.class_names); absent for digits.
         **({"class_names": list(names)} if (names := cfg.get("data", {}).get("class_names")) else {}),
@@ -30,6 +33,16 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
     }
 
 
+def _input(card: dict) -> str:
+    columns = card.get("columns")
+    if not columns:
+        return f"raw images shaped {card['input_shape']}"
+    said = [f"`{c['name']}`" + (f" (one of {', '.join(map(str, c['categories']))})" if c["type"] == "categorical"
+                                else "") + ("" if c.get("nullable") else " (never null)") for c in columns]
+    return (f"table rows, `{{\"rows\": [{{column: value, ...}}]}}`, of {len(columns)} columns "
+            f"(numeric unless categories are listed; null is filled unless marked never null): {', '.join(said)}")
+
+
 def render_markdown(card: dict) -> str:
     m, comp, data = card["metrics"], card["compression"], card["data"]
     from maas.compression.report import variant_table
@@ -41,7 +54,7 @@ def render_markdown(card: dict) -> str:
 
 ## Model
 - architecture: `{arch.get('arch')}` ({', '.join(f'{k}={v}' for k, v in arch.items() if k != 'arch')})
-- input: raw images shaped {card['input_shape']}, classes {_classes(card)}
+- input: {_input(card)}, classes {_classes(card)}
 - served variant: **{comp['chosen']}**
 
 ## Metrics (held-out test split, fp32 model)

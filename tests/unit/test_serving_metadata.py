@@ -108,7 +108,9 @@ def test_docs_gain_get_metadata_and_the_predict_example():
     schemas = doc["components"]["schemas"]
     card = schemas[ref.rsplit("/", 1)[1]]
     assert {"model_tag", "bento_tag", "metrics", "input", "data", "config"} <= card["properties"].keys()
-    nested = card["properties"]["input"]["$ref"]  # pydantic's $defs moved to components, where $ref points
-    assert nested.startswith("#/components/schemas/") and nested.rsplit("/", 1)[1] in schemas
+    # pydantic's $defs moved to components, where $ref points; `input` is an image's or a table's.
+    nested = [card["properties"]["data"]["$ref"], *(s["$ref"] for s in card["properties"]["input"]["anyOf"])]
+    assert len(nested) == 3
+    assert all(ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in schemas for ref in nested)
     assert doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"] == {
         "images": [EXAMPLE_IMAGE]}

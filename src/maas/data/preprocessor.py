@@ -99,10 +99,16 @@ def check_dtype(x: np.ndarray, raw_dtype: str) -> None:
                           f"(e.g. {fractional[0]:g}); declare feature_type: float")
 
 
+# table_preprocessor.FORMAT, spelled out: that module imports pandas, which an image model's Bento neither
+# needs nor pins, so it is imported only for a table's file.
+TABLE_FORMAT = "maas.table_preprocessor/1"
+
+
 def load_preprocessor(path: str | Path):
     """The image Preprocessor or the TablePreprocessor a preprocessor.json holds, by its format."""
-    from maas.data.table_preprocessor import FORMAT as TABLE_FORMAT, TablePreprocessor
-
     blob = io.read_json(io.require(path, "preprocessor"))
-    return TablePreprocessor.load(path) if isinstance(blob, dict) and blob.get("format") == TABLE_FORMAT \
-        else Preprocessor.load(path)
+    if isinstance(blob, dict) and blob.get("format") == TABLE_FORMAT:
+        from maas.data.table_preprocessor import TablePreprocessor
+
+        return TablePreprocessor.load(path)
+    return Preprocessor.load(path)

@@ -3,7 +3,7 @@
 CheckRequests (middleware.py) reads, parses and checks every /predict body over HTTP, and
 leaves the result on the request (request.state, key CHECKED) for the API. BentoML would then
 parse the replayed body a second time, into the API's input model, with its own validators
-(the images into an ndarray): on the event loop, per request, for arguments the API doesn't
+(the images into an ndarray, a table's rows into dicts): on the event loop, per request, for arguments the API doesn't
 read once a checked request is there. That second parse was the largest single cost per
 request the service added over BentoML's own (profiled under load with py-spy).
 
@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from maas.serving.middleware import CHECKED
 
-# What the API gets as `images` for a checked request: it reads the checked rows instead.
-CHECKED_IMAGES = None
+# What the API gets as its data argument (`images`, or a table's `rows`) for a checked request: it reads
+# the checked rows instead.
+CHECKED_DATA = None
+OPTIONS = ("return_probabilities",)  # the input model's other fields, taken from the checked request
 
 
 def take_checked_requests(api) -> None:
@@ -40,7 +42,8 @@ def take_checked_requests(api) -> None:
         if checked is None:
             return await parse(request, serde)
         # model_construct: the values were checked already; validating them again is the cost avoided.
-        return cls.model_construct(images=CHECKED_IMAGES, return_probabilities=checked.return_probabilities)
+        data = {name: CHECKED_DATA for name in cls.model_fields if name not in OPTIONS}
+        return cls.model_construct(**data, return_probabilities=checked.return_probabilities)
 
     from_http_request.takes_checked_requests = True
     spec.from_http_request = classmethod(from_http_request)

@@ -2,8 +2,9 @@
 
 The package stage stores the card (model_card.json) beside the model's files; the tags
 aren't in it (the model's tag is a hash of those files, the Bento's is made after them),
-so the service adds them at load, with the input it actually checks (shape, pixel type
-and range, images per request: overridable by MAAS_SERVE_* without rebuilding).
+so the service adds them at load, with the input it actually checks (images: shape, pixel
+type and range; tables: the columns; and how many per request, overridable by MAAS_SERVE_*
+without rebuilding).
 
 `@bentoml.api` routes are POST only, and reading a card is a GET: so this is a small
 Starlette app mounted on the service (`mount_asgi_app`), and openapi.py documents it.
@@ -32,6 +33,25 @@ class InputSpec(BaseModel):
     max_request_images: int = Field(description="Most images in one /predict request.")
 
 
+class ColumnSpec(BaseModel):
+    name: str = Field(description="The column's name: the key in each row.")
+    type: Literal["numeric", "categorical"] = Field(description="numeric: a JSON number; categorical: one of "
+                                                    "`categories`.")
+    nullable: bool = Field(description="Whether null is accepted: the column's missing values are filled.")
+    missing: str = Field(description="The missing-value policy (data.features.<name>.missing): fail, mean, "
+                         "constant or most_frequent.")
+    fill: Any = Field(description="What null becomes (fitted on the training rows); null when null is refused.")
+    categories: list[Any] = Field(description="A categorical column's values; empty for a numeric one.")
+    min: float | None = Field(description="A numeric column's smallest value accepted (far beyond any real one: "
+                              "past it, the model's input would overflow); null for a categorical one.")
+    max: float | None = Field(description="A numeric column's largest value accepted; null for a categorical one.")
+
+
+class TableInputSpec(BaseModel):
+    columns: list[ColumnSpec] = Field(description="Every row's columns, each required, in the model's order.")
+    max_request_rows: int = Field(description="Most rows in one /predict request.")
+
+
 class DataInfo(BaseModel):
     file: str | None = Field(description="The raw data file the model was trained on.")
     md5: str | None = Field(description="Its md5, as the validate stage recorded it.")
@@ -45,7 +65,8 @@ class MetadataResponse(BaseModel):
     model_tag: str = Field(description="The BentoML model this server answers with (name:version, a content hash).")
     bento_tag: str | None = Field(description="The Bento being served; null when served from source, not a Bento.")
     classes: list[int] = Field(description="The classes /predict answers with.")
-    input: InputSpec = Field(description="What /predict takes, as this server checks it.")
+    input: InputSpec | TableInputSpec = Field(description="What /predict takes, as this server checks it: "
+                                              "images (InputSpec) or table rows (TableInputSpec).")
     architecture: dict[str, Any] = Field(description="The model's architecture config (`arch` and its arguments).")
     metrics: dict[str, dict[str, int | float]] = Field(
         description="The evaluate stage's metrics of the uncompressed model: test accuracy, macro-F1, expected "
@@ -69,17 +90,28 @@ class MetadataResponse(BaseModel):
 
 
 def load_card(root: Path, *, model_tag: str, bento_tag: str | None, spec) -> MetadataResponse:
-    """The card stored in the model directory `root`, with the tags and `spec` (an ImageSpec) added."""
+    """The card stored in the model directory `root`, with the tags and `spec` (an ImageSpec or a
+    table_requests.TableSpec) added."""
     with open(root / CARD_FILE, encoding="utf-8") as f:
         card = json.load(f)
     config = {k: v for k, v in card.get("config", {}).items() if k not in HIDDEN_CONFIG}
     return MetadataResponse(
         model_tag=model_tag, bento_tag=bento_tag, classes=card["classes"],
-        input=InputSpec(shape=list(spec.shape), dtype=spec.dtype, min=_number(spec.low), max=_number(spec.high),
-                        max_request_images=spec.max_request_images),
+        input=_input(spec),
         architecture=card["architecture"], metrics=card["metrics"], compression=card["compression"],
         gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]), drift=card.get("drift"),
         config=config)
+
+
+def _input(spec) -> InputSpec | TableInputSpec:
+    if spec.field == "rows":
+        bounds = spec.bounds()
+        fills = {c["name"]: c["fill"] for c in spec.preprocessor.columns}
+        return TableInputSpec(max_request_rows=spec.max_request_rows, columns=[
+            ColumnSpec(**c, fill=fills[c["name"]] if c["nullable"] else None, min=bounds.get(c["name"], (None,))[0],
+                       max=bounds.get(c["name"], (None, None))[1]) for c in spec.columns])
+    return InputSpec(shape=list(spec.shape), dtype=spec.dtype, min=_number(spec.low), max=_number(spec.high),
+                     max_request_images=spec.max_request_images)
 
 
 def _number(value: float) -> int | float:

@@ -24,12 +24,16 @@ from types import SimpleNamespace
 from typing import Iterable, Literal, get_args
 
 # Why a request was refused. Others add theirs here: a reason outside this set is a bug, not a new series.
+# A table model's requests ({"rows": [...]}) use the same reasons: its rows are the images.
 Reason = Literal[
     "not_json",          # the body is not JSON
     "bad_field",         # not {"images": [...]}: no images, unknown fields, images not a non-empty list
-    "too_many_images",   # more than max_request_images
-    "shape",             # an image of the wrong shape, ragged or unlike the others
-    "pixel",             # a pixel of the wrong type or outside the raw range
+                         # (tables: no rows, rows not a non-empty list, a row not an object)
+    "too_many_images",   # more than max_request_images (tables: rows)
+    "shape",             # an image of the wrong shape, ragged or unlike the others (tables: a row with a
+                         # missing or unknown column)
+    "pixel",             # a pixel of the wrong type or outside the raw range (tables: a value of the wrong
+                         # type, a category not declared, null where missing values are not filled)
     "content_type",      # a content-type other than application/json
     "body_too_large",    # more than max_body_bytes
     "body_timeout",      # the body did not arrive within body_timeout_s

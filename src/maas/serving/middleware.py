@@ -50,7 +50,7 @@ class CheckRequests:
         # The spec is the service instance's, which BentoML creates after this middleware; before
         # that, BentoML answers on its own that the service isn't ready.
         service = get_current_service()
-        spec = getattr(service, "image_spec", None)
+        spec = getattr(service, "request_spec", None)
         if spec is None:
             return await self.app(scope, receive, send)
         body = await read_body(scope, receive, send, service.settings)  # None: answered (413, 408) or dropped
@@ -118,5 +118,5 @@ class DocumentErrors:
         for name in ("InvalidArgument", "InternalServerError"):  # what the 400 and 500 responses refer to
             if name in schemas:
                 schemas[name] = {**ErrorResponse.model_json_schema(), "title": name}
-        document(doc, getattr(get_current_service(), "image_spec", None))
+        document(doc, getattr(get_current_service(), "request_spec", None))
         await JSONResponse(doc)(scope, receive, send)

@@ -3,8 +3,10 @@
 BentoML documents only its `@bentoml.api` routes (and mounted FastAPI apps), so the
 Starlette route of metadata.py is added here. Its request example for /predict comes
 from the field's schema, which Swagger UI can't turn into a valid body; the example
-added here is a real digit when the served model takes digits, so "Try it out" sends
-a request that gets 200.
+added here is a real digit when the served model takes digits (a row near the training
+data's centre for a table), so "Try it out" sends a request that gets 200. For a table,
+the rows' schema also gains what is known only once the model is loaded: the most rows
+per request and each numeric column's bounds.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ def example_images(spec: ImageSpec) -> list:
     return [image]
 
 
-def document(doc: dict[str, Any], spec: ImageSpec | None, predict_route: str = "/predict") -> None:
-    """Add to the OpenAPI document `doc` (in place) GET /metadata and, given the served `spec`,
-    the /predict request body's example."""
+def document(doc: dict[str, Any], spec, predict_route: str = "/predict") -> None:
+    """Add to the OpenAPI document `doc` (in place) GET /metadata and, given the served `spec` (an ImageSpec
+    or a table_requests.TableSpec), the /predict request body's example."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     card = MetadataResponse.model_json_schema(ref_template=REF)
     schemas.update(card.pop("$defs", {}))
@@ -53,4 +55,19 @@ def document(doc: dict[str, Any], spec: ImageSpec | None, predict_route: str = "
         body["application/json"]["schema"]["additionalProperties"] = False
     if spec is not None and "application/json" in body:
         # The media type's example is what Swagger UI's "Try it out" puts in the body.
-        body["application/json"]["example"] = {"images": example_images(spec)}
+        body["application/json"]["example"] = {spec.field: spec.example() if spec.field == "rows"
+                                               else example_images(spec)}
+        if spec.field == "rows":
+            _bound_rows(body["application/json"]["schema"].get("properties", {}).get("rows"), spec)
+
+
+def _bound_rows(rows: dict | None, spec) -> None:
+    """The served limits on `rows` (the schema from table_requests.rows_schema): rows per request, and each
+    numeric column's bounds."""
+    if not rows or "items" not in rows:
+        return
+    rows["maxItems"] = spec.max_request_rows
+    properties = rows["items"].get("properties", {})
+    for name, (low, high) in spec.bounds().items():
+        if name in properties:
+            properties[name].update(minimum=low, maximum=high)

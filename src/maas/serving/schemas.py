@@ -1,5 +1,8 @@
 """Request, response and error bodies of the Bento's `/predict`, and the checks pydantic can't express.
 
+Here the image request, {"images": [...]}, and what every request shares (the body's
+parse, the options, the answer, the error); a table's rows are checked in table_requests.py.
+
 The checks are pure functions of the request, so they can run per request
 before anything is batched with other requests.
 """
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 from functools import reduce
 from itertools import chain
 from operator import getitem
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,15 +32,16 @@ IMAGES = Field(
 )
 
 
-RETURN_PROBABILITIES = Field(True, description="false: leave out the per-image probabilities (smaller answers).")
+RETURN_PROBABILITIES = Field(True, description="false: leave out the per-image (or row) probabilities (smaller "
+                             "answers).")
 
 
 class PredictResponse(BaseModel):
     # Lists, never null: BentoML's typed client can't decode a null where its schema has an array.
-    classes: list[int] = Field(description="The predicted class of each image, in request order.")
-    probabilities: list[list[float]] = Field(description="Per-image class probabilities; empty when the request "
-                                             "says \"return_probabilities\": false.")
-    anomaly_scores: list[float] = Field(description="Per-image reconstruction error (mean squared, on the "
+    classes: list[int] = Field(description="The predicted class of each image (or table row), in request order.")
+    probabilities: list[list[float]] = Field(description="Per-image (or row) class probabilities; empty when the "
+                                             "request says \"return_probabilities\": false.")
+    anomaly_scores: list[float] = Field(description="Per-image (or row) reconstruction error (mean squared, on the "
                                         "preprocessed scale) for models that reconstruct their input "
                                         "(model=autoencoder); higher is less like the training data. Empty for "
                                         "other models.")
@@ -91,6 +96,11 @@ class ImageSpec:
     high: float
     dtype: str                   # "int" | "float", as the preprocessor recorded it
     max_request_images: int
+    field: ClassVar[str] = "images"  # the request's field (a table's spec has "rows": table_requests.TableSpec)
+    unit: ClassVar[str] = "images"
+
+    def check(self, images) -> np.ndarray:
+        return to_batch(images, self)
 
     @property
     def types(self) -> frozenset[type]:
@@ -110,37 +120,37 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class Checked:
-    """A /predict request that passed every check: its images as float32 rows, and its options."""
+    """A /predict request that passed every check: its rows (images as float32 rows of raw pixels, or a
+    table's rows as table_requests.TableSpec.check encodes them), and its options."""
 
     rows: np.ndarray
     return_probabilities: bool = True
 
 
-FIELDS = ("images", "return_probabilities")
-
-
-def parse_body(body: bytes, spec: ImageSpec) -> Checked:
-    """A raw `/predict` request body -> its checked rows and options, or BadRequest."""
+def parse_body(body: bytes, spec) -> Checked:
+    """A raw `/predict` body -> its checked rows and options, or BadRequest. `spec` is an ImageSpec (the
+    body is {"images": [...]}) or a table_requests.TableSpec ({"rows": [...]})."""
     from pydantic_core import from_json
 
+    field = spec.field
     try:
         # The parser BentoML's JSON serde uses, so a body accepted here parses the same way there.
         payload = from_json(body)
     except ValueError as e:
-        raise BadRequest(f'the body is not valid JSON ({e}); send {{"images": [...]}}', "not_json") from None
-    if not isinstance(payload, dict) or "images" not in payload:
-        raise BadRequest('the body must be a JSON object with the field "images": {"images": [...]}', "bad_field")
-    if extra := sorted(payload.keys() - set(FIELDS)):
+        raise BadRequest(f'the body is not valid JSON ({e}); send {{"{field}": [...]}}', "not_json") from None
+    if not isinstance(payload, dict) or field not in payload:
+        raise BadRequest(f'the body must be a JSON object with the field "{field}": {{"{field}": [...]}}', "bad_field")
+    if extra := sorted(payload.keys() - {field, "return_probabilities"}):
         raise BadRequest(f'unknown field(s) {", ".join(map(json.dumps, extra))}; the body is '
-                         f'{{"images": [...], "return_probabilities": true|false (optional)}}', "bad_field")
-    return Checked(to_batch(payload["images"], spec), _return_probabilities(payload))
+                         f'{{"{field}": [...], "return_probabilities": true|false (optional)}}', "bad_field")
+    return Checked(spec.check(payload[field]), _return_probabilities(payload))
 
 
 def _return_probabilities(payload: dict) -> bool:
     """The request's return_probabilities (default true), which must be a JSON boolean."""
     value = payload.get("return_probabilities", True)
     if not isinstance(value, bool):
-        raise BadRequest(f"return_probabilities is {_show(value)}; it must be true or false", "bad_field")
+        raise BadRequest(f"return_probabilities is {show(value)}; it must be true or false", "bad_field")
     return value
 
 
@@ -207,11 +217,11 @@ def _first_bad_pixel(images: list, shape: tuple[int, ...], spec: ImageSpec) -> B
     for index in np.ndindex(*shape):
         value = reduce(getitem, index, images)
         if type(value) not in spec.types or not spec.low <= value <= spec.high:
-            return BadRequest(f"images{''.join(f'[{i}]' for i in index)} is {_show(value)}; {spec.pixels}", "pixel")
+            return BadRequest(f"images{''.join(f'[{i}]' for i in index)} is {show(value)}; {spec.pixels}", "pixel")
     return BadRequest(f"images are not readable as numbers; {spec.pixels}", "pixel")  # unreachable for JSON input
 
 
-def _show(value) -> str:
+def show(value) -> str:
     """A value as the client wrote it in JSON, kept short."""
     if type(value) is int and abs(value) > 10**15:
         return f"an integer of {value.bit_length()} bits"  # str() of a huge int is slow, and refused past 4300 digits

@@ -22,6 +22,7 @@ from maas.data.profile import PROFILE_FILE
 from maas.gates import BENTO_FILE
 from maas.serving import BENTO_MODEL_SUBDIR, integrity
 from maas.serving.metadata import CARD_FILE
+from maas.serving.table_requests import request_columns
 from maas.stages import Stage, stage_entry
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import GATES_FILE, METRICS_FILE, REPORT_DIR
@@ -39,6 +40,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # tests/e2e/test_container.py fails when the service imports a package missing here.
 SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic", "pydantic-core", "starlette",
                     "prometheus-client")
+# A table model's preprocessor (maas.data.table_preprocessor) runs on pandas; an image Bento doesn't import it.
+KIND_PACKAGES = {"image": (), "table": ("pandas",)}
 RUNTIME_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras"), "onnxruntime": ("onnxruntime",),
                     "litert": ("ai-edge-litert",)}
 
@@ -78,13 +81,14 @@ def check_stored(model_tag: str, model_files: dict[str, dict]) -> None:
                     remedy=f"`bentoml models delete {model_tag}` (the store's copy), then run the package stage again")
 
 
-def service_requirements(runtime: str) -> str:
-    """The service's imports, with what runs the model, at the exact versions installed here, for the Bento's image."""
+def service_requirements(runtime: str, kind: str = "image") -> str:
+    """The service's imports, with what runs the model (and a table's preprocessing), at the exact versions
+    installed here, for the Bento's image."""
     from importlib.metadata import version
 
     # A local label like +cpu names this machine's wheel, not a release an image can install.
     return "".join(f"{name}=={version(name).split('+')[0]}\n"
-                   for name in (*RUNTIME_PACKAGES[runtime], *SERVICE_PACKAGES))
+                   for name in (*RUNTIME_PACKAGES[runtime], *SERVICE_PACKAGES, *KIND_PACKAGES[kind]))
 
 
 def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, args: dict[str, object]) -> str:
@@ -93,7 +97,7 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, 
 
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (Path(ctx) / "requirements.txt").write_text(service_requirements(runtime))
+        (Path(ctx) / "requirements.txt").write_text(service_requirements(runtime, str(args["data_kind"])))
         # reload: the service reads its arguments (the model tag among them) when its module runs, so a
         # second build in one process would otherwise bundle the first build's model under this one's tag.
         bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
@@ -101,16 +105,50 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, 
     return str(bento.tag)
 
 
+def _preprocessor(cfg: DictConfig):
+    """The preprocess stage's preprocessor, which must be of the data's kind (data.kind)."""
+    from maas.data.preprocessor import Preprocessor, load_preprocessor
+    from maas.errors import ArtifactError
+
+    path = Path(cfg.paths.processed) / PREPROCESSOR_FILE
+    pre = load_preprocessor(path)
+    if (cfg.data.kind == "table") == isinstance(pre, Preprocessor):
+        raise ArtifactError(f"data.kind={cfg.data.kind} but {path} preprocesses "
+                            f"{'images' if isinstance(pre, Preprocessor) else 'table rows'}: run the preprocess "
+                            "stage again")
+    return pre
+
+
+def example_request(pre, max_request_rows: int) -> str:
+    """A curl command that asks the served model about one example: a table row near the training data's
+    centre, or the digit of the API docs (a blank image for other images)."""
+    import json
+
+    from maas.data.preprocessor import Preprocessor
+    from maas.serving.openapi import example_images
+    from maas.serving.schemas import ImageSpec
+    from maas.serving.table_requests import TableSpec
+
+    if isinstance(pre, Preprocessor):
+        body = {"images": example_images(ImageSpec(pre.image_shape, pre.raw_min, pre.raw_max, pre.raw_dtype,
+                                                   max_request_rows))}
+    else:
+        body = {"rows": TableSpec(pre, max_request_rows).example()}
+    quoted = json.dumps(body, separators=(",", ":")).replace("'", "'\\''")  # inside the shell's single quotes
+    return f"curl -s -X POST localhost:3000/predict -H 'content-type: application/json' -d '{quoted}'"
+
+
 @stage_entry("package")
 def run(cfg: DictConfig) -> dict:
     import bentoml
 
-    from maas.data.preprocessor import Preprocessor
     from maas.model_files import MODEL_FILE, read_spec, runtime
     from maas.model_card import build_card, render_markdown
 
     compressed, reports = Path(cfg.paths.compressed), Path(cfg.paths.reports)
     spec = read_spec(compressed)
+    pre = _preprocessor(cfg)
+    columns = request_columns(pre) if cfg.data.kind == "table" else None
     metrics = io.read_json(io.require(reports / METRICS_FILE, "evaluation metrics"))
     compression = io.read_json(io.require(reports / COMPRESSION_FILE, "compression report"))
     validation = io.read_json(io.require(Path(cfg.paths.validated) / RESULT_FILE, "validation result"))
@@ -128,17 +166,19 @@ def run(cfg: DictConfig) -> dict:
                  io.require(Path(cfg.paths.processed) / PROFILE_FILE, "training data profile"),
                  io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
-                          validation=validation, gates=gate_results, drift=drift)
+                          validation=validation, gates=gate_results, drift=drift, table_columns=columns)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
         model_files = integrity.manifest(files)
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
     check_stored(model_tag, model_files)
     card["model_tag"] = model_tag
     print(f"package: model {model_tag}; building Bento", flush=True)
-    pre = Preprocessor.load(Path(cfg.paths.processed) / PREPROCESSOR_FILE)
-    service_args = {"image_shape": ",".join(map(str, pre.image_shape)), "pixel_dtype": pre.raw_dtype,
-                    "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}", "workers": str(cfg.serve.workers),
-                    integrity.MANIFEST_ARG: model_files}
+    if columns is not None:  # the service's API takes {"rows": [...]} with these columns
+        service_args = {"data_kind": "table", "table_columns": columns}
+    else:
+        service_args = {"data_kind": "image", "image_shape": ",".join(map(str, pre.image_shape)),
+                        "pixel_dtype": pre.raw_dtype, "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}"}
+    service_args.update({"workers": str(cfg.serve.workers), integrity.MANIFEST_ARG: model_files})
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
                             runtime(spec), service_args)
 
@@ -154,7 +194,8 @@ def run(cfg: DictConfig) -> dict:
                                          "compression": {k: compression[k] for k in ("chosen", "served_test_accuracy")}})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
     io.write_text(reports / CARD_MD, render_markdown(card))
-    print(f"package: built Bento {bento_tag}\n  serve it: bentoml serve {bento_tag}", flush=True)
+    print(f"package: built Bento {bento_tag}\n  serve it: bentoml serve {bento_tag}\n  ask it:   "
+          f"{example_request(pre, cfg.serve.max_request_images)}", flush=True)
     return {"bento_tag": bento_tag, "model_tag": model_tag}
 
 
