@@ -17,13 +17,14 @@ def check_values(cfg: DictConfig) -> None:
     from maas.backends import BACKENDS
     from maas.backends.base import PRECISIONS, Settings
     from maas.data.preprocessor import KINDS, RAW_DTYPES
-    from maas.data.sources import FORMATS
+    from maas.data.sources import FORMATS, in_memory_rows
     from maas.data.sources import KINDS as DATA_KINDS
     from maas.data.table_preprocessor import encoded_width
     from maas.errors import ConfigError
     from maas.gates import CHAMPION_METRICS
     from maas.serving.settings import ServeSettings
     from maas.stages.compress import settings as compress_settings
+    from maas.validation.quarantine import bad_rows_policy
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
@@ -42,6 +43,8 @@ def check_values(cfg: DictConfig) -> None:
     else:
         encoded_width(OmegaConf.to_container(cfg.data.features, resolve=True))
     number(cfg, "data.chunk_rows", 1, 1e12)
+    in_memory_rows(cfg)
+    bad_rows_policy(cfg)
     compress_settings(cfg)
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     choice(cfg, "gates.champion.metric", CHAMPION_METRICS)

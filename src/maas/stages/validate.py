@@ -1,9 +1,14 @@
 """validate: run the Great Expectations suite on the raw data.
 
-Writes `result.json` (what later stages check) and GX's Data Docs (HTML, under
-`data_docs/`). On failure the last good `data/validated/` stays: the error names
-each failed expectation, and the failed run's Data Docs go to a temp folder
-the error points to.
+Writes `result.json` (what later stages check) and, when Great Expectations
+validated the table whole (up to `data.in_memory_rows` rows), its Data Docs
+(HTML, under `data_docs/`); a larger table is validated chunk by chunk with the
+same expectations (maas.validation.engine). With `data.on_bad_rows=quarantine`,
+rows failing a row-level expectation go to `quarantine.csv` (`.parquet` for a
+Parquet source) with their reasons, and the rest is judged and passed on.
+On failure the last good `data/validated/` stays: the error names each failed
+expectation, and the failed run's Data Docs go to a temp folder the error
+points to.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from maas import io
-from maas.data.sources import raw_file, raw_md5, read_raw
+from maas.data.sources import raw_file, raw_md5
 from maas.errors import DataValidationError
 from maas.stages import Stage, stage_entry
+from maas.validation.quarantine import bad_rows_policy
 
 RESULT_FILE = "result.json"
 DOCS_DIR = "data_docs"
@@ -25,16 +31,21 @@ DOCS_DIR = "data_docs"
 
 @stage_entry("validate")
 def run(cfg: DictConfig) -> dict:
-    from maas.validation.suite import describe_failures, validate_frame
+    from maas.validation.engine import validate_table
+    from maas.validation.suite import describe_failures
 
+    quarantine = bad_rows_policy(cfg) == "quarantine"
     path = raw_file(cfg)
-    frame = read_raw(cfg)
+    md5 = raw_md5(cfg)
     with io.atomic_dir(cfg.paths.validated) as out:
-        report = validate_frame(frame, cfg.data, cfg.expectations, docs_dir=out / DOCS_DIR)
-        report.update({"data_file": str(path), "data_md5": raw_md5(cfg), "rows": len(frame)})
+        outcome = validate_table(cfg, out, out / DOCS_DIR, quarantine)
+        report = outcome.report
+        report.update({"data_file": str(path), "data_md5": md5, "rows": outcome.rows, "engine": outcome.engine,
+                       "passed_rows": outcome.passed_rows, "quarantine": outcome.quarantine})
         if not report["success"]:
             # Leaving the block by raising discards `out`; keep this run's Data Docs apart.
-            message = (f"{path} failed {len(report['failed'])} expectation(s) of suite {report['suite']!r}:\n"
+            message = (f"{path} failed {len(report['failed'])} expectation(s) of suite {report['suite']!r}"
+                       f"{' on the rows not quarantined' if quarantine else ''}:\n"
                        + describe_failures(report["failed"]))
             if (out / DOCS_DIR).exists():
                 kept = Path(tempfile.mkdtemp(prefix="maas-validate-")) / DOCS_DIR
@@ -43,9 +54,23 @@ def run(cfg: DictConfig) -> dict:
             raise DataValidationError(message)
         io.write_json(out / RESULT_FILE, report)
     stats = report["statistics"]
-    print(f"validate: {len(frame)} rows passed {stats['successful_expectations']} expectations", flush=True)
-    return {"rows": len(frame), "expectations": stats["evaluated_expectations"],
+    print(f"validate: {_rows_line(outcome, Path(cfg.paths.validated))} "
+          f"{stats['successful_expectations']} expectations ({outcome.engine})", flush=True)
+    return {"rows": outcome.rows, "passed_rows": outcome.passed_rows, "engine": outcome.engine,
+            "quarantined": outcome.quarantine["rows"] if outcome.quarantine else 0,
+            "expectations": stats["evaluated_expectations"],
             "result": str(Path(cfg.paths.validated) / RESULT_FILE)}
+
+
+def _rows_line(outcome, validated: Path) -> str:
+    """'1797 rows passed', or '1797 rows, 12 quarantined (...) to <file>, 1785 passed'."""
+    q = outcome.quarantine
+    if q is None:
+        return f"{outcome.rows} rows passed"
+    why = ", ".join(f"{b['rows']} {b['expectation']} on {b['column']}" for b in q["by_expectation"][:5])
+    more = f", ... {len(q['by_expectation']) - 5} more" if len(q["by_expectation"]) > 5 else ""
+    held = f" ({why}{more}) to {validated / q['file']}" if q["rows"] else ""
+    return f"{outcome.rows} rows, {q['rows']} quarantined{held}, {outcome.passed_rows} passed"
 
 
 STAGE = Stage(
