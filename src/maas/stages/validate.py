@@ -31,10 +31,11 @@ DOCS_DIR = "data_docs"
 
 @stage_entry("validate")
 def run(cfg: DictConfig) -> dict:
-    from maas.validation.engine import validate_table
+    from maas.validation.engine import start_importing_gx, validate_table
     from maas.validation.suite import describe_failures
 
     quarantine = bad_rows_policy(cfg) == "quarantine"
+    start_importing_gx()
     path = raw_file(cfg)
     md5 = raw_md5(cfg)
     with io.atomic_dir(cfg.paths.validated) as out:

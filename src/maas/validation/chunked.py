@@ -293,8 +293,10 @@ class ChunkedValidation:
         back and returned as their reasons (index: their row numbers); the rest count."""
         if self.columns is None:
             self.columns = [str(c) for c in chunk.columns]
-        for c in chunk.columns:
-            self.dtypes.setdefault(str(c), []).append(chunk[c].dtype)
+        for c, dtype in chunk.dtypes.items():
+            seen = self.dtypes.setdefault(str(c), [])
+            if dtype not in seen:
+                seen.append(dtype)
         masks = []
         for check in self.maps:
             if check.error or check.column not in chunk.columns:
@@ -336,7 +338,7 @@ class ChunkedValidation:
         return metrics
 
     def results(self) -> list[dict]:
-        """Per evaluated expectation, in suite order: {expectation, column, success, result, exception}."""
+        """Per evaluated expectation, in suite order: {expectation, column, success, result, exception, meta}."""
         from great_expectations.execution_engine import PandasExecutionEngine
 
         engine = PandasExecutionEngine()
@@ -374,13 +376,13 @@ class ChunkedValidation:
                 except Exception as err:  # as GX: a raising validation is a failed expectation
                     exception = str(err) or type(err).__name__
             out.append({"expectation": e.expectation_type, "column": column, "success": success,
-                        "result": result, "exception": exception})
+                        "result": result, "exception": exception, "meta": e.meta})
         return out
 
     def report(self) -> dict[str, Any]:
         """The shape `validate_frame` returns: suite, success, statistics, failed."""
         results = self.results()
-        failed = [failure_entry(r["expectation"], r["column"], r["result"], r["exception"])
+        failed = [failure_entry(r["expectation"], r["column"], r["result"], r["exception"], r["meta"])
                   for r in results if not r["success"]]
         return {"suite": self.suite_name, "success": not failed, "statistics": statistics(results),
                 "failed": failed}

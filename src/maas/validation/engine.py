@@ -16,6 +16,7 @@ their reasons, and the suite is judged on the rows that remain.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,23 @@ class Outcome:
     @property
     def passed_rows(self) -> int:
         return self.rows - (self.quarantine["rows"] if self.quarantine else 0)
+
+
+def start_importing_gx() -> threading.Thread:
+    """Import Great Expectations in a thread: its few seconds of imports then overlap the work that
+    needs no GX (hashing the raw file, which frees the GIL; reading the first chunks), and
+    `suite_for`'s own import waits for this one (Python's import lock) instead of starting over."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+    def load() -> None:
+        try:
+            import great_expectations  # noqa: F401
+        except Exception:  # noqa: BLE001 - the import in suite_for raises it again, in the stage's thread
+            pass
+
+    thread = threading.Thread(target=load, name="maas-import-gx", daemon=True)
+    thread.start()
+    return thread
 
 
 def suite_for(cfg: DictConfig):

@@ -6,15 +6,19 @@ import json
 from typing import Any
 
 DETAIL_KEYS = ("observed_value", "unexpected_count", "partial_unexpected_list", "details")
+# Where an expectation a suite file declared under `expect:` came from, in its GX meta (declared.py's META_KEY).
+DECLARED_META = "maas_declared"
 
 
-def failure_entry(expectation: str, column: str | None, result: dict | None, exception: str | None) -> dict:
-    """One failed expectation: {expectation, column, details} with GX's observed value, unexpected
-    count and first unexpected values, and the error when computing it raised."""
+def failure_entry(expectation: str, column: str | None, result: dict | None, exception: str | None,
+                  meta: dict | None = None) -> dict:
+    """One failed expectation: {expectation, column, declared, details} with GX's observed value,
+    unexpected count and first unexpected values, and the error when computing it raised."""
     details = {k: v for k, v in (result or {}).items() if k in DETAIL_KEYS}
     if exception:
         details["exception"] = exception
-    return {"expectation": expectation, "column": column, "details": jsonable(details)}
+    return {"expectation": expectation, "column": column, "declared": (meta or {}).get(DECLARED_META),
+            "details": jsonable(details)}
 
 
 def exception_message(info: dict | None) -> str | None:

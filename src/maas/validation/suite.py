@@ -87,7 +87,7 @@ def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfi
                                                        actions=actions))
     (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
     failed = [failure_entry(r.expectation_config.type, r.expectation_config.kwargs.get("column"), r.result,
-                            exception_message(r.exception_info))
+                            exception_message(r.exception_info), r.expectation_config.meta)
               for r in result.results if not r.success]
     return {"suite": suite.name, "success": bool(result.success),
             "statistics": jsonable(dict(result.statistics)), "failed": failed}
