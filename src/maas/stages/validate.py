@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
@@ -24,6 +26,9 @@ from maas.data.sources import raw_file, raw_md5
 from maas.errors import DataValidationError
 from maas.stages import Stage, stage_entry
 from maas.validation.quarantine import bad_rows_policy
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RESULT_FILE = "result.json"
 DOCS_DIR = "data_docs"
@@ -38,8 +43,11 @@ def run(cfg: DictConfig) -> dict:
     start_importing_gx()
     path = raw_file(cfg)
     md5 = raw_md5(cfg)
+    # Each is handed every chunk of the rows that passed, as they are read: the place for anything
+    # else that looks at the incoming data (a profile to compare with the training data's).
+    on_rows: list[Callable[[pd.DataFrame], None]] = []
     with io.atomic_dir(cfg.paths.validated) as out:
-        outcome = validate_table(cfg, out, out / DOCS_DIR, quarantine)
+        outcome = validate_table(cfg, out, out / DOCS_DIR, quarantine, on_rows)
         report = outcome.report
         report.update({"data_file": str(path), "data_md5": md5, "rows": outcome.rows, "engine": outcome.engine,
                        "passed_rows": outcome.passed_rows, "quarantine": outcome.quarantine})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,10 @@ def suite_for(cfg: DictConfig):
     return build_suite(cfg.data, cfg.expectations)
 
 
-def validate_table(cfg: DictConfig, out: Path, docs_dir: Path, quarantine: bool) -> Outcome:
+def validate_table(cfg: DictConfig, out: Path, docs_dir: Path, quarantine: bool,
+                   on_rows: Sequence[Callable[[pd.DataFrame], None]] = ()) -> Outcome:
+    """Validate the raw table; each of `on_rows` is handed every chunk of the rows that count (all of
+    them, or those not quarantined), so what else learns from the incoming data needs no second read."""
     from maas.validation.chunked import ChunkedValidation
     from maas.validation.suite import validate_frame
 
@@ -99,6 +102,8 @@ def validate_table(cfg: DictConfig, out: Path, docs_dir: Path, quarantine: bool)
                 if reasons is not None:
                     writer.write(frame.loc[reasons.index], reasons)
                     frame = frame.drop(index=reasons.index)
+            for observe in on_rows:
+                observe(frame)
             report = validate_frame(frame, cfg.data, cfg.expectations, docs_dir=docs_dir)
             engine = GX_ENGINE
         else:
@@ -111,6 +116,9 @@ def validate_table(cfg: DictConfig, out: Path, docs_dir: Path, quarantine: bool)
                 reasons = checks.feed(chunk, quarantine=writer is not None)
                 if reasons is not None:
                     writer.write(chunk.loc[reasons.index], reasons)
+                    chunk = chunk.drop(index=reasons.index)
+                for observe in on_rows:
+                    observe(chunk)
             report = checks.report()
             engine = CHUNKED_ENGINE
         summary = None
