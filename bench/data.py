@@ -184,7 +184,7 @@ def pandas_work(out: str) -> float:
 def project(tmp: Path, table: Path, fmt: str, chunk_rows: int, name: str) -> Path:
     """conf/ with the bench table declared, and its params file: what `maas compose data=bench` writes."""
     conf = tmp / f"conf-{name}"
-    shutil.copytree(ROOT / "conf", conf)
+    shutil.copytree(ROOT / "conf", conf, dirs_exist_ok=True)
     (conf / "data" / "bench.yaml").write_text(DATA_YAML.format(fmt=fmt, path=table, chunk_rows=chunk_rows))
     (conf / "expectations" / "bench.yaml").write_text(EXPECTATIONS_YAML)
     from maas.config import compose, write_params
