@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from maas.errors import ConfigError
-from maas.validation.report import failure_entry, statistics
+from maas.validation.report import failure_entry, jsonable, statistics
 
 # Map metrics whose verdict for a row depends on that row's value alone, so a chunk's verdicts
 # are the table's. `column_values.unique` (duplicates across chunks) and the ordering ones are not.
@@ -389,9 +389,9 @@ class ChunkedValidation:
 
     def quarantined(self) -> list[dict]:
         """Per column map expectation that held rows back: how many, and the first values."""
-        return [{"expectation": c.expectation.expectation_type, "column": c.column, "rows": c.quarantined,
-                 "partial_unexpected_list": c.quarantined_values}
-                for c in self.maps if c.quarantined]
+        return jsonable([{"expectation": c.expectation.expectation_type, "column": c.column, "rows": c.quarantined,
+                          "partial_unexpected_list": c.quarantined_values}
+                         for c in self.maps if c.quarantined])
 
 
 def _condition_map(metric: str):
