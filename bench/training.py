@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/training.py [--rounds 12] [--epochs 4] [--threads 1]
 
-Same work for every contender: the digits train split (data/processed/train.npz,
+Same work for every contender: the digits train split (data/processed/train/,
 as `make run` leaves it) and the val split, the default CNN from the composed
 config with trainer.augment_shift=0 and trainer.device=cpu, the configured batch
 size (64) and AdamW (lr, weight decay, betas from conf/trainer/optimizer/adamw.yaml),

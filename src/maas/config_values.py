@@ -20,7 +20,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.backends.base import PRECISIONS, Settings
     from maas.data.preprocessor import KINDS, RAW_DTYPES
     from maas.data.profile import profile_bins
-    from maas.data.sources import FORMATS
+    from maas.data.sources import FORMATS, in_memory_rows
     from maas.data.sources import KINDS as DATA_KINDS
     from maas.data.table_preprocessor import encoded_width
     from maas.errors import ConfigError
@@ -29,6 +29,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.stages.compress import settings as compress_settings
     from maas.validation.declared import check as check_declared_expectations
     from maas.validation.drift import settings as drift_settings
+    from maas.validation.quarantine import bad_rows_policy
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
@@ -53,6 +54,8 @@ def check_values(cfg: DictConfig) -> None:
         encoded_width(OmegaConf.to_container(cfg.data.features, resolve=True))
     number(cfg, "data.chunk_rows", 1, 1e12)
     check_declared_expectations(cfg.expectations, cfg.data)  # names and arguments: GX's, at validate
+    in_memory_rows(cfg)
+    bad_rows_policy(cfg)
     compress_settings(cfg)
     number(cfg, "gates.min_test_accuracy", 0.0, 1.0)
     choice(cfg, "gates.champion.metric", CHAMPION_METRICS)

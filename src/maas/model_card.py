@@ -27,7 +27,8 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
             {"champion_bento": g["champion_bento"]} if g.get("champion_bento") else {}) for g in gates or []],
         "training": spec.get("training", {}),
         "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
-                 "rows": validation.get("rows"), "suite": validation.get("suite")},
+                 "rows": validation.get("rows"), "suite": validation.get("suite"),
+                 "quarantined": (validation.get("quarantine") or {}).get("rows", 0)},
         "drift": for_card(drift),
         "config": cfg,
     }
@@ -50,6 +51,7 @@ def render_markdown(card: dict) -> str:
     gate_rows = "\n".join(f"| {g['gate']} | {g['compares']} | {g['threshold']} | {g['value']} | "
                           f"{'pass' if g['passed'] else 'FAIL'} |" for g in card.get("gates", []))
     arch = card["architecture"]
+    quarantined = f", {data['quarantined']} quarantined and left out" if data.get("quarantined") else ""
     return f"""# Model card: {card['model_tag']}
 
 ## Model
@@ -82,7 +84,7 @@ Latency is on one CPU thread, measured side by side in the compress stage.
 {variant_table(comp)}
 
 ## Data
-- file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows)
+- file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows{quarantined})
 - validated by Great Expectations suite `{data['suite']}`
 
 ### Drift of this data

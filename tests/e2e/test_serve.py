@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN, ROOT, SERVE_AUTH, free_port, own_store, start, stop
-from maas import io
+from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_predicts_raw_images_like_the_pipeline_does(served):
 
     cfg = served["cfg"]
     x, y = to_arrays(read_raw(cfg), cfg.data)
-    test_idx = io.read_npz(Path(cfg.paths.processed) / "test.npz")["index"]
+    test_idx = read_split(cfg.paths.processed, "test")["index"]
     raw = x[test_idx]
     r = predict(served["url"], {"images": raw.reshape(-1, 8, 8).astype(int).tolist()})
     assert r.status_code == 200, r.text

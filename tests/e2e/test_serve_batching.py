@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from maas import io
+from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_good_and_bad_requests_interleaved_under_concurrency(served):
     from maas.data.sources import read_raw, to_arrays
 
     x, _ = to_arrays(read_raw(cfg), cfg.data)
-    test_idx = io.read_npz(Path(cfg.paths.processed) / "test.npz")["index"]
+    test_idx = read_split(cfg.paths.processed, "test")["index"]
     raw = x[test_idx][:96]
     want = expected(cfg, raw)
     images = raw.reshape(-1, 8, 8).astype(int).tolist()

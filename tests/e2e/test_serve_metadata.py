@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from conftest import SERVE_AUTH
 from maas import io
+from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def test_metadata_is_the_card_of_the_served_bento(served):
     assert card["bento_tag"] == served["bento_tag"] == built["bento_tag"]
     assert card["model_tag"] == built["model_tag"]
     assert card["metrics"] == io.read_json(Path(cfg.paths.reports) / "metrics.json")
-    assert card["metrics"]["test"]["samples"] == len(io.read_npz(Path(cfg.paths.processed) / "test.npz")["index"])
+    assert card["metrics"]["test"]["samples"] == len(read_split(cfg.paths.processed, "test")["index"])
     assert card["classes"] == list(range(10))
     assert card["input"] == {"shape": [1, 8, 8], "dtype": "int", "min": 0, "max": 16,
                              "max_request_images": cfg.serve.max_request_images}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import BIN, copy_outputs, free_port, make_project, start, stop, wait_http, without_venv_on_path
-from maas import io
+from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def test_the_onnx_bento_answers_as_the_stored_model_does_without_torch(onnx_serv
 
     cfg = onnx_served["cfg"]
     x, y = to_arrays(read_raw(cfg), cfg.data)
-    raw = x[io.read_npz(Path(cfg.paths.processed) / "test.npz")["index"]]
+    raw = x[read_split(cfg.paths.processed, "test")["index"]]
     # One request of every test image, and the first 20 again one per request: each answer must be the
     # in-process one, whatever it was batched with.
     r = httpx.post(f"{onnx_served['url']}/predict", json={"images": raw.reshape(-1, 8, 8).astype(int).tolist()},

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import copy_outputs
 from maas import io
+from maas.data.split_files import read_split
 from maas.errors import ArtifactError, ConfigError, DataValidationError, GateFailed
 from maas.stages import get
 
@@ -66,7 +67,7 @@ def test_validate_rejects_bad_data_and_keeps_the_last_good_result(tiny_run, raw_
 
 def test_preprocess_writes_disjoint_stratified_splits(tiny_run):
     cfg, _ = tiny_run
-    splits = {n: io.read_npz(paths(cfg)["processed"] / f"{n}.npz") for n in ("train", "val", "test")}
+    splits = {n: read_split(paths(cfg)["processed"], n) for n in ("train", "val", "test")}
     assert sum(len(s["y"]) for s in splits.values()) == 1797
     idx = [set(s["index"].tolist()) for s in splits.values()]
     assert len(set.union(*idx)) == 1797
@@ -82,7 +83,7 @@ def test_preprocess_scaling_is_fitted_on_train_only(tiny_run):
 
     pre = Preprocessor.load(paths(cfg)["processed"] / "preprocessor.json")
     x, _ = to_arrays(read_raw(cfg), cfg.data)
-    train_idx = io.read_npz(paths(cfg)["processed"] / "train.npz")["index"]
+    train_idx = read_split(paths(cfg)["processed"], "train")["index"]
     assert np.allclose(pre.offset, x[train_idx].mean(0))
     assert not np.allclose(pre.offset, x.mean(0))
     assert (pre.raw_min, pre.raw_max) == (0.0, 16.0)

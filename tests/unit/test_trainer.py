@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from conftest import ROOT, copy_outputs
 from maas.backends.torch.optim import make_optimizer, make_scheduler
 from maas.config import compose
+from maas.data.split_files import read_split
 from maas.errors import ConfigError
 
 
@@ -95,13 +94,13 @@ def test_fine_tuning_starts_from_pretrained_weights_and_keeps_frozen_layers(tiny
     """Pretrain on the train split, then fine-tune only the head on the val split."""
     import numpy as np
 
-    from maas import io, model_files
+    from maas import model_files
     from maas.backends.torch import api
 
     cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
     pretrained = model_files.load(tiny_run[0].paths.trained)
-    x_val, y_val = (io.read_npz(Path(cfg.paths.processed) / "val.npz")[k] for k in ("x", "y"))
-    x_test, y_test = (io.read_npz(Path(cfg.paths.processed) / "test.npz")[k] for k in ("x", "y"))
+    x_val, y_val = (read_split(cfg.paths.processed, "val")[k] for k in ("x", "y"))
+    x_test, y_test = (read_split(cfg.paths.processed, "test")[k] for k in ("x", "y"))
     cfg.model.init_from = str(tiny_run[0].paths.trained)
     cfg.trainer.freeze, cfg.trainer.epochs, cfg.trainer.resume = ["features"], 3, False
     result = api.train(cfg, (x_val, y_val), (x_test, y_test), log=lambda epoch, metrics: None)

@@ -128,6 +128,19 @@ def read_raw(cfg: DictConfig) -> pd.DataFrame:
     return _read_csv(path)
 
 
+def in_memory_rows(cfg: DictConfig) -> int:
+    """`data.in_memory_rows`: up to this many rows a table is validated and split whole, in memory;
+    a larger one is streamed in chunks. A config from before the key existed keeps everything in memory."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, "data.in_memory_rows")
+    if value is None:
+        return 1 << 62
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"data.in_memory_rows={value!r} must be a whole number >= 0")
+    return value
+
+
 def iter_raw(cfg: DictConfig, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
     """The raw table in chunks of at most `chunk_rows` rows (default `data.chunk_rows`), so a table
     larger than memory can be read; the chunks' index continues across chunks (row numbers)."""

@@ -15,8 +15,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from maas.data.sources import feature_columns
-from maas.validation.declared import META_KEY
 from maas.validation.declared import build as build_declared
+from maas.validation.report import exception_message, failure_entry, jsonable
 
 DOCS_SITE = "maas"
 
@@ -67,8 +67,9 @@ def _add(suite, declared: list):
 
 
 def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfig,
-                   docs_dir: Path | None = None) -> dict[str, Any]:
-    """Run the suite on `frame`; return a JSON-ready summary naming every failed expectation.
+                   docs_dir: Path | None = None, suite=None) -> dict[str, Any]:
+    """Run the suite (default: `build_suite`'s) on `frame`; return a JSON-ready summary naming every
+    failed expectation.
 
     With `docs_dir`, GX also renders its Data Docs (HTML for the suite and this run) there.
     """
@@ -89,26 +90,18 @@ def validate_frame(frame: pd.DataFrame, data_cfg: DictConfig, exp_cfg: DictConfi
                               "base_directory": str(Path(docs_dir).resolve())},
         })
         actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
-    suite = context.suites.add(build_suite(data_cfg, exp_cfg))
+    suite = context.suites.add(suite if suite is not None else build_suite(data_cfg, exp_cfg))
     batch_def = (context.data_sources.add_pandas("maas").add_dataframe_asset("raw")
                  .add_batch_definition_whole_dataframe("all"))
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="raw", data=batch_def, suite=suite))
     checkpoint = context.checkpoints.add(gx.Checkpoint(name="maas", validation_definitions=[definition],
                                                        actions=actions))
     (result,) = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
-    failed = []
-    for r in result.results:
-        if r.success:
-            continue
-        cfg = r.expectation_config
-        details = {k: v for k, v in (r.result or {}).items()
-                   if k in ("observed_value", "unexpected_count", "partial_unexpected_list", "details")}
-        if r.exception_info and r.exception_info.get("raised_exception"):
-            details["exception"] = r.exception_info.get("exception_message")
-        failed.append({"expectation": cfg.type, "column": cfg.kwargs.get("column"),
-                       "declared": (cfg.meta or {}).get(META_KEY), "details": _jsonable(details)})
-    return {"suite": exp_cfg.suite_name, "success": bool(result.success),
-            "statistics": _jsonable(dict(result.statistics)), "failed": failed}
+    failed = [failure_entry(r.expectation_config.type, r.expectation_config.kwargs.get("column"), r.result,
+                            exception_message(r.exception_info), r.expectation_config.meta)
+              for r in result.results if not r.success]
+    return {"suite": suite.name, "success": bool(result.success),
+            "statistics": jsonable(dict(result.statistics)), "failed": failed}
 
 
 def describe_failures(failed: list[dict], limit: int = 10) -> str:
@@ -120,9 +113,3 @@ def describe_failures(failed: list[dict], limit: int = 10) -> str:
     if len(failed) > limit:
         lines.append(f"  ... and {len(failed) - limit} more")
     return "\n".join(lines)
-
-
-def _jsonable(obj: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(obj, default=str))

@@ -68,6 +68,7 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
 
     from maas import distributed
     from maas.backends.torch import ddp
+    from maas.data.split_files import split_files
 
     t = cfg.trainer
     device = ddp.setup(t.device) if distributed.in_worker() else pick_device(t.device)
@@ -86,7 +87,7 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
     state_dir = None
     if t.resume:
         fp = resume.fingerprint({k: plain_cfg(cfg, k) for k in ("seed", "model", "trainer", "data")},
-                                [Path(cfg.paths.processed) / f"{split}.npz" for split in ("train", "val")])
+                                [f for split in ("train", "val") for f in split_files(cfg.paths.processed, split)])
         state_dir = Path(cfg.paths.checkpoints) / f"train-{fp}"
     try:
         result = fit(model, train, val, settings=settings, device=device, state_dir=state_dir, log=log)
