@@ -157,7 +157,6 @@ def cmd_dvc_yaml(args) -> None:
 
     # From params.yaml when there is one: dvc.yaml must describe the pipeline `dvc repro` runs.
     _write_dvc_yaml(load_params(PARAMS_FILE) if Path(PARAMS_FILE).exists() else compose(), args.out or "dvc.yaml")
-    print(f"wrote {out}")
 
 
 def write_prefect_yaml(out: str, cfg) -> None:

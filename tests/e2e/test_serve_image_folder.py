@@ -12,6 +12,7 @@ import pytest
 
 from conftest import BIN, free_port, make_project, start, stop, tiny_overrides, wait_http, without_venv_on_path
 from maas import io
+from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ def test_the_served_model_answers_as_the_pipeline_on_the_folders_test_images(ima
 
     cfg, url = image_served["cfg"], image_served["url"]
     assert list(cfg.data.class_names) == ["one", "two", "zero"] and image_served["summaries"]["validate"]["rows"] == 120
-    test = io.read_npz(Path(cfg.paths.processed) / "test.npz")
+    test = read_split(cfg.paths.processed, "test")
     x, y = to_arrays(read_raw(cfg), cfg.data)
     raw = x[test["index"]].reshape(-1, *SHAPE).astype(int)
     assert raw.max() > 200 and np.array_equal(y[test["index"]], test["y"])  # 0..255 pixels, the split's labels

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import BIN, free_port, make_project, start, stop, tiny_overrides, wait_http, without_venv_on_path
 from maas import io
+from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def test_json_rows_get_the_answers_the_pipeline_measured_and_bad_rows_a_400_nami
     from maas.data.sources import read_raw
 
     cfg, url = wine_served["cfg"], wine_served["url"]
-    test = io.read_npz(Path(cfg.paths.processed) / "test.npz")
+    test = read_split(cfg.paths.processed, "test")
     raw = read_raw(cfg).iloc[test["index"]]
     rows = raw[list(cfg.data.features)].to_dict("records")  # the raw values, as a client holding the table sends them
     assert raw[cfg.data.label_column].tolist() == test["y"].tolist()

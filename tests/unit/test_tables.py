@@ -102,3 +102,23 @@ def test_a_damaged_preprocessor_file_is_refused(tmp_path):
     io.write_json(path, blob)
     with pytest.raises(ArtifactError, match="not a valid table preprocessor"):
         load_preprocessor(path)
+
+
+def test_a_parquet_table_is_numbered_by_row_whatever_index_it_stored(tmp_path):
+    """Quarantine and the split name rows by their number in the table: a stored pandas index
+    (here: labels) must not renumber them when the table is read whole."""
+    cfg = compose(["data=breast_cancer", f"paths.raw={tmp_path}"])
+    export(cfg)
+    table = read_raw(cfg)
+    table.index = [f"patient-{i}" for i in range(len(table))]
+    table.to_parquet(cfg.data.path)  # pandas stores the index as a column
+    whole = read_raw(cfg)
+    assert list(whole.index[:3]) == [0, 1, 2] and list(whole.columns) == list(table.columns)
+    pd.testing.assert_frame_equal(pd.concat(iter_raw(cfg, chunk_rows=100)), whole)
+
+
+def test_missing_raw_data_is_named_before_it_is_hashed(tmp_path):
+    from maas.data.sources import raw_md5
+
+    with pytest.raises(ArtifactError, match="raw data not found at .*wine.csv: make it with `maas data export`"):
+        raw_md5(compose(["data=wine", f"paths.raw={tmp_path}"]))

@@ -37,6 +37,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
+from maas.data.table_preprocessor import category_key
 from maas.errors import ArtifactError, ConfigError, DataValidationError
 
 FORMAT = "maas.data_profile/1"
@@ -120,7 +121,8 @@ class ProfileBuilder:
             column = frame[name]
             self._cat_nulls[name] += int(column.isna().sum())
             counts = self._counts[name]
-            for value, n in column.dropna().astype(str).value_counts().items():
+            # category_key: 2, 2.0 and "2" are one category (a column with a gap reads as floats).
+            for value, n in column.dropna().map(category_key).value_counts().items():
                 counts[value] = counts.get(value, 0) + int(n)
         return self
 

@@ -33,10 +33,12 @@ def raw_file(cfg: DictConfig) -> Path:
 
 def raw_md5(cfg: DictConfig) -> str:
     """The md5 of the raw table, or of a folder's (relative path, md5) list: what validate vouched for."""
-    path = raw_file(cfg)
+    path = _require(cfg)
     if not path.is_dir():
         return io.file_md5(path)
-    entries = [(str(p.relative_to(path)), io.file_md5(p)) for p in sorted(path.rglob("*")) if p.is_file()]
+    # Hidden files (.DS_Store, editors' swap files) are not read as images, so they don't change the data.
+    entries = [(str(p.relative_to(path)), io.file_md5(p)) for p in sorted(path.rglob("*"))
+               if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
     return hashlib.md5(repr(entries).encode()).hexdigest()
 
 
@@ -122,7 +124,9 @@ def read_raw(cfg: DictConfig) -> pd.DataFrame:
         return read_folder(path, cfg.data)
     if cfg.data.format == "parquet":
         try:
-            return pd.read_parquet(path)
+            # Row numbers, as iter_raw gives them: a stored pandas index would make quarantined row
+            # numbers mean other rows here.
+            return pd.read_parquet(path).reset_index(drop=True)
         except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
             raise DataValidationError(f"{path} is not a readable Parquet table: {e}") from e
     return _read_csv(path)

@@ -57,6 +57,8 @@ class DataInfo(BaseModel):
     md5: str | None = Field(description="Its md5, as the validate stage recorded it.")
     rows: int | None = Field(description="Its rows.")
     suite: str | None = Field(description="The Great Expectations suite it passed.")
+    quarantined: int = Field(0, description="Rows validate held back (data.on_bad_rows=quarantine), left out of "
+                             "training.")
 
 
 class MetadataResponse(BaseModel):

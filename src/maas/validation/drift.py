@@ -58,6 +58,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maas.config import choice, number
 from maas.data.profile import load_profile, numeric_values
+from maas.data.table_preprocessor import category_key
 from maas.errors import ArtifactError, ConfigError, DataValidationError
 
 METHODS = ("psi", "ks")
@@ -170,7 +171,8 @@ class DriftCheck:
             column = frame[name]
             self._nulls[name] += int(column.isna().sum())
             counts = self._counts[name]
-            for value, n in column.dropna().astype(str).value_counts().items():
+            # category_key: 2, 2.0 and "2" are one category (a column with a gap reads as floats).
+            for value, n in column.dropna().map(category_key).value_counts().items():
                 counts[value] = counts.get(value, 0) + int(n)
         return self
 

@@ -53,8 +53,10 @@ class QuarantineWriter:
             import pyarrow.parquet as pq
 
             own = pq.ParquetFile(source).schema_arrow
+            # A stored pandas index is not a column of the rows (sources.read_raw drops it too).
+            index = {c for c in ((own.pandas_metadata or {}).get("index_columns") or []) if isinstance(c, str)}
             self._schema = pa.schema([pa.field(ROW, pa.int64()), pa.field(REASONS, pa.string()),
-                                      *(f for f in own if f.name not in (ROW, REASONS))])
+                                      *(f for f in own if f.name not in (ROW, REASONS, *index))])
 
     def write(self, rows: pd.DataFrame, reasons: pd.Series) -> None:
         out = rows.drop(columns=[c for c in (ROW, REASONS) if c in rows.columns])
