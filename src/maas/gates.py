@@ -64,8 +64,12 @@ def champion(cfg: DictConfig, test: dict[str, float], bento_dir: Path, model_sha
         # against itself would change the record (and so the model card and the Bento) for nothing.
         return admitted
     theirs = ((packaged or {}).get("metrics") or {}).get("test", {}).get(metric)
-    if theirs is None:
+    other_data = packaged is not None and str(packaged.get("bento_tag", "")).split(":")[0] != cfg.serve.bento_name
+    if theirs is None or other_data:
+        # Scores on another dataset (after `maas compose data=...`) say nothing about this model.
         why = ("no model is packaged yet" if packaged is None
+               else f"the packaged {packaged.get('bento_tag')} serves other data (this is {cfg.serve.bento_name})"
+               if other_data
                else f"the packaged {packaged.get('bento_tag')} records no test {name} (packaged by an older maas)")
         return record | {"value": f"{test[metric]:.4f} ({why}: nothing to compare)", "passed": True, "champion": None}
     drop = theirs - test[metric]

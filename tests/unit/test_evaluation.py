@@ -114,6 +114,12 @@ def test_champion_gate_passes_within_the_margin_and_without_a_champion(tiny_run,
     get("evaluate").run(cfg)
     gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "gates.json")[1]
     assert gate["passed"] and "no model is packaged yet" in gate["value"]
+    # A model packaged for other data (the project switched to `data=wine`) is no champion of this one.
+    cfg.paths.bento = str(tmp_path / "bento")
+    cfg.serve.bento_name = "maas-wine"
+    get("evaluate").run(cfg)
+    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "gates.json")[1]
+    assert gate["passed"] and "serves other data (this is maas-wine)" in gate["value"]
 
 
 def test_evaluating_the_packaged_model_again_keeps_the_gate_it_was_admitted_with(tiny_run, tmp_path):
