@@ -186,7 +186,8 @@ def test_parquet_quarantine_keeps_the_source_schema(tmp_path):
     frame.loc[[0, 100], "label"] = 5
     frame.to_parquet(path, index=False)
     cfg = compose(tiny_overrides(tmp_path, raw) + ["data=breast_cancer", "model=mlp", "data.on_bad_rows=quarantine",
-                                                   "data.in_memory_rows=0", "data.chunk_rows=64"])
+                                                   "data.in_memory_rows=0", "data.chunk_rows=64",
+                                                   "expectations.expect=[]"])  # its pair check needs the whole table
     assert get("validate").run(cfg)["quarantined"] == 2
     q = pd.read_parquet(tmp_path / "validated" / "quarantine.parquet")
     assert q["row"].tolist() == [0, 100] and q["label"].tolist() == [5, 5]

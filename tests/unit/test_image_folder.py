@@ -81,9 +81,12 @@ def test_images_take_the_configured_channels_and_size(tmp_path):
 
 def test_the_md5_follows_every_image(tmp_path):
     root = _folder(tmp_path / "imgs")
-    before = raw_md5(OmegaConf.create({"data": {"path": str(root)}}))
+    cfg = OmegaConf.create({"data": {"path": str(root), "format": "image_folder", "source": "file"}})
+    before = raw_md5(cfg)
+    (root / "a_dog" / ".DS_Store").write_bytes(b"finder state")  # hidden files are not read as images
+    assert raw_md5(cfg) == before
     _image(root / "a_dog" / "1.png", value=99)
-    assert raw_md5(OmegaConf.create({"data": {"path": str(root)}})) != before
+    assert raw_md5(cfg) != before
 
 
 @pytest.mark.parametrize("damage, error, named", [
