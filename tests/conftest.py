@@ -14,6 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -226,6 +228,28 @@ def served(tiny_run, tmp_path_factory):
         yield {"url": f"http://127.0.0.1:{port}", "home": work / "bentoml", "cfg": cfg,
                "bento_tag": summaries["package"]["bento_tag"], "log": work / "serve.log", "keys_file": keys_file,
                "key": SERVE_KEY, "headers": SERVE_AUTH, "body_timeout_s": SERVED_BODY_TIMEOUT_S}
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def serving_project(cfg, work: Path, **env: str) -> Iterator[str]:
+    """`<venv>/bin/maas serve` of the Bento `cfg`'s run packaged, from a new project holding it, with an empty
+    BentoML store under `work`, no API keys and the venv not on PATH, as a user runs it; yields the URL."""
+    from omegaconf import OmegaConf
+
+    from maas.config import write_params
+
+    project = make_project(work / "project")
+    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
+    write_params(OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}}), project / "params.yaml")
+    environ = {k: v for k, v in without_venv_on_path().items() if not k.startswith("MAAS_API_KEYS")}
+    environ.update(BENTOML_HOME=str(work / "bentoml"), **env)
+    port = free_port()
+    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=environ, cwd=project)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc)
 

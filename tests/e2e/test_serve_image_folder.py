@@ -3,14 +3,13 @@ every stage with `data=image_folder data.path=DIR`, then served by `maas serve` 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import BIN, free_port, make_project, start, stop, tiny_overrides, wait_http, without_venv_on_path
+from conftest import serving_project, tiny_overrides
 from maas import io
 from maas.data.split_files import read_split
 
@@ -41,9 +40,7 @@ def digits_folder(root: Path, per_class: int = 40) -> Path:
 def image_served(tmp_path_factory):
     """Every stage on the folder (the tiny trainer), then the Bento served from a project whose BentoML
     store is empty and with the venv not on PATH, as a user runs it."""
-    from omegaconf import OmegaConf
-
-    from maas.config import compose, write_params
+    from maas.config import compose
     from maas.stages import all_stages
 
     work = tmp_path_factory.mktemp("image-folder")
@@ -52,18 +49,8 @@ def image_served(tmp_path_factory):
                                                         f"data.image_shape=[{','.join(map(str, SHAPE))}]"])
     summaries = {s.name: s.run(cfg) for s in all_stages()}
 
-    project = make_project(work / "project")
-    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
-    write_params(OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}}), project / "params.yaml")
-    env = {k: v for k, v in without_venv_on_path().items() if not k.startswith("MAAS_API_KEYS")}
-    env["BENTOML_HOME"] = str(work / "bentoml")
-    port = free_port()
-    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env, cwd=project)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-        yield {"url": f"http://127.0.0.1:{port}", "cfg": cfg, "summaries": summaries}
-    finally:
-        stop(proc)
+    with serving_project(cfg, work) as url:
+        yield {"url": url, "cfg": cfg, "summaries": summaries}
 
 
 def test_the_served_model_answers_as_the_pipeline_on_the_folders_test_images(image_served):

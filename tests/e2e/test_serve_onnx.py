@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from conftest import BIN, copy_outputs, free_port, make_project, start, stop, wait_http, without_venv_on_path
+from conftest import copy_outputs, serving_project
 from maas.data.split_files import read_split
 
 pytestmark = pytest.mark.slow
@@ -37,7 +36,6 @@ def onnx_served(tiny_run, tmp_path_factory):
     whose BentoML store is empty (the Bento comes from its archive, as on a fresh machine)."""
     from omegaconf import OmegaConf
 
-    from maas.config import write_params
     from maas.stages import get
 
     work = tmp_path_factory.mktemp("serve-onnx")
@@ -48,22 +46,11 @@ def onnx_served(tiny_run, tmp_path_factory):
     assert get("compress").run(cfg)["chosen"] == "onnx_int8"
     get("package").run(cfg)
 
-    project = make_project(work / "project")
-    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
-    write_params(OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}}), project / "params.yaml")
     (work / "hook").mkdir()
     (work / "hook" / "sitecustomize.py").write_text(RECORD_FRAMEWORKS)
-    env = {k: v for k, v in without_venv_on_path().items() if not k.startswith("MAAS_API_KEYS")}
-    env.update(BENTOML_HOME=str(work / "bentoml"), MAAS_TEST_FRAMEWORKS=str(work / "frameworks.txt"),
-               PYTHONPATH=os.pathsep.join(p for p in (str(work / "hook"), env.get("PYTHONPATH")) if p))
-    port = free_port()
-    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env, cwd=project)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-        yield {"url": f"http://127.0.0.1:{port}", "cfg": cfg, "log": work / "serve.log",
-               "frameworks": work / "frameworks.txt"}
-    finally:
-        stop(proc)
+    path = os.pathsep.join(p for p in (str(work / "hook"), os.environ.get("PYTHONPATH")) if p)
+    with serving_project(cfg, work, MAAS_TEST_FRAMEWORKS=str(work / "frameworks.txt"), PYTHONPATH=path) as url:
+        yield {"url": url, "cfg": cfg, "log": work / "serve.log", "frameworks": work / "frameworks.txt"}
 
 
 def test_the_onnx_bento_answers_as_the_stored_model_does_without_torch(onnx_served):

@@ -4,7 +4,6 @@ from a project whose BentoML store is empty and without the venv on PATH; JSON r
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import BIN, free_port, make_project, start, stop, tiny_overrides, wait_http, without_venv_on_path
+from conftest import BIN, serving_project, tiny_overrides
 from maas import io
 from maas.data.split_files import read_split
 
@@ -21,9 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def wine_served(tmp_path_factory):
-    from omegaconf import OmegaConf
-
-    from maas.config import compose, write_params
+    from maas.config import compose
     from maas.data.sources import export
     from maas.stages import all_stages
 
@@ -33,18 +30,8 @@ def wine_served(tmp_path_factory):
     for stage in all_stages():
         stage.run(cfg)
 
-    project = make_project(work / "project")
-    shutil.copytree(cfg.paths.bento, project / "models" / "bento")
-    write_params(OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}}), project / "params.yaml")
-    env = {k: v for k, v in without_venv_on_path().items() if not k.startswith("MAAS_API_KEYS")}
-    env["BENTOML_HOME"] = str(work / "bentoml")
-    port = free_port()
-    proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=env, cwd=project)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-        yield {"url": f"http://127.0.0.1:{port}", "cfg": cfg, "work": work}
-    finally:
-        stop(proc)
+    with serving_project(cfg, work) as url:
+        yield {"url": url, "cfg": cfg, "work": work}
 
 
 def predict(url: str, body) -> httpx.Response:

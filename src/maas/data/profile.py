@@ -37,7 +37,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
-from maas.data.table_preprocessor import category_key
+from maas.data.table_preprocessor import count_categories
 from maas.errors import ArtifactError, ConfigError, DataValidationError
 
 FORMAT = "maas.data_profile/1"
@@ -118,12 +118,7 @@ class ProfileBuilder:
         for name in self.categorical:
             if name not in frame.columns:
                 raise DataValidationError(f"the table has no column {name!r}")
-            column = frame[name]
-            self._cat_nulls[name] += int(column.isna().sum())
-            counts = self._counts[name]
-            # category_key: 2, 2.0 and "2" are one category (a column with a gap reads as floats).
-            for value, n in column.dropna().map(category_key).value_counts().items():
-                counts[value] = counts.get(value, 0) + int(n)
+            self._cat_nulls[name] += count_categories(frame[name], self._counts[name])
         return self
 
     def _row_numbers(self, frame: pd.DataFrame) -> np.ndarray:

@@ -107,9 +107,7 @@ class TableStats:
             if s["type"] == "numeric":
                 self.numeric.setdefault(name, _Numeric()).update(_as_float(column, name))
             else:
-                counts = self.counts.setdefault(name, {})
-                for value, n in _keys(column.dropna()).value_counts().items():
-                    counts[value] = counts.get(value, 0) + int(n)
+                count_categories(column, self.counts.setdefault(name, {}))
 
 
 @dataclass(frozen=True)
@@ -255,3 +253,11 @@ def _keys(column: pd.Series) -> pd.Series:
         if np.all(values == np.round(values)):
             return pd.Series(values.astype(np.int64).astype(str), index=column.index)
     return column.map(category_key)
+
+
+def count_categories(column: pd.Series, counts: dict[str, int]) -> int:
+    """Add the column's values to `counts` by category_key (a column with a gap reads as floats: its 2.0
+    is the 2 of a column without one); return how many values are missing."""
+    for value, n in _keys(column.dropna()).value_counts().items():
+        counts[value] = counts.get(value, 0) + int(n)
+    return int(column.isna().sum())

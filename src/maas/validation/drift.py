@@ -58,7 +58,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maas.config import choice, number
 from maas.data.profile import load_profile, numeric_values
-from maas.data.table_preprocessor import category_key
+from maas.data.table_preprocessor import count_categories
 from maas.errors import ArtifactError, ConfigError, DataValidationError
 
 METHODS = ("psi", "ks")
@@ -168,12 +168,7 @@ class DriftCheck:
             if name not in frame.columns:
                 self.skipped.setdefault(name, "missing from the data")
                 continue
-            column = frame[name]
-            self._nulls[name] += int(column.isna().sum())
-            counts = self._counts[name]
-            # category_key: 2, 2.0 and "2" are one category (a column with a gap reads as floats).
-            for value, n in column.dropna().map(category_key).value_counts().items():
-                counts[value] = counts.get(value, 0) + int(n)
+            self._nulls[name] += count_categories(frame[name], self._counts[name])
         return self
 
     def _readable(self, frame: pd.DataFrame, name: str) -> np.ndarray | None:
