@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from maas import compression, latency, model_files
-from maas.config import load_params
+from maas.params_file import load_params
 from maas.stages.preprocess import load_split
 
 GOALS = {"size_ratio": 3.5, "speedup_batch1": 1.5, "accuracy_drop_points": 0.5}

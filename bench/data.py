@@ -187,7 +187,8 @@ def project(tmp: Path, table: Path, fmt: str, chunk_rows: int, name: str) -> Pat
     shutil.copytree(ROOT / "conf", conf, dirs_exist_ok=True)
     (conf / "data" / "bench.yaml").write_text(DATA_YAML.format(fmt=fmt, path=table, chunk_rows=chunk_rows))
     (conf / "expectations" / "bench.yaml").write_text(EXPECTATIONS_YAML)
-    from maas.config import compose, write_params
+    from maas.config import compose
+    from maas.params_file import write_params
 
     work = tmp / f"out-{name}"
     cfg = compose(["data=bench", *(f"paths.{k}={work / k}" for k in ("validated", "processed"))], config_dir=conf)

@@ -40,7 +40,7 @@ def run(work: Path, args: argparse.Namespace) -> None:
     from maas.data.sources import export, read_raw, write_table
     from maas.errors import DataValidationError
     from maas.gates import BENTO_FILE
-    from maas.stages import get
+    from maas.registry import get
     from maas.validation import drift
 
     overrides = ["data=wine", f"paths.raw={work / 'raw'}",

@@ -112,7 +112,7 @@ def main() -> None:
     os.environ["PREFECT_API_URL"] = url
     try:
         from maas.config import compose
-        from maas.stages import all_stages
+        from maas.registry import all_stages
 
         pipeline = runpy.run_path(str(ROOT / "flows" / "pipeline.py"))["pipeline"]
 

@@ -76,7 +76,7 @@ GOALS = {"vs_lower_ceiling": (">=", 0.8), "batching_speedup": (">=", 2.0), "read
 def resolve_bento(arg: str | None) -> tuple[str | None, Path | None]:
     """(tag, archive) of what --bento names; the tag is None for a bare archive (read at import)."""
     if arg is None:
-        from maas.config import load_params
+        from maas.params_file import load_params
 
         arg = str((ROOT / load_params(ROOT / "params.yaml").paths.bento).resolve())
         if not (Path(arg) / "bento.json").exists():

@@ -30,9 +30,10 @@ from prefect.states import Completed, Failed
 from prefect.tasks import exponential_backoff
 
 from maas import repro, run_config
-from maas.config import project_root, to_params_text
+from maas.params_file import project_root, to_params_text
 from maas.errors import MaasError, is_transient
-from maas.stages import Stage, all_stages
+from maas.stages import Stage
+from maas.registry import all_stages
 
 
 def _transient_failure(task, task_run, state) -> bool:

@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.states import Failed
 
-from maas import stages
+from maas import registry
 from maas.errors import MaasError
 from maas.sweep import check_sweep, expand_overrides, new_sweep_dir
 from maas.trials import cores, require_one_ok, run_trial_as_task, summarize
@@ -62,7 +62,7 @@ def sweep(stage: str = "train", overrides: list[str] | None = None, dask_address
 
     overrides = list(overrides or [])
     try:
-        base = check_sweep(stages.get(stage), overrides)
+        base = check_sweep(registry.get(stage), overrides)
         trials = expand_overrides(overrides)
     except MaasError as e:  # the message names the key; a traceback would not add to it
         return Failed(message=str(e))

@@ -70,7 +70,7 @@ def tiny_cfg(tmp_path, raw_dir):
 def tiny_run(tmp_path_factory, raw_dir):
     """All six stages once on the tiny config; tests read its outputs and must not change them."""
     from maas.config import compose
-    from maas.stages import all_stages
+    from maas.registry import all_stages
 
     work = tmp_path_factory.mktemp("tiny-run")
     cfg = compose(tiny_overrides(work, raw_dir))
@@ -203,7 +203,7 @@ def served(tiny_run, tmp_path_factory):
     a keys file holding SERVE_KEY's hash (tests may add and revoke their own keys in it)."""
     from omegaconf import OmegaConf
 
-    from maas.config import write_params
+    from maas.params_file import write_params
     from maas.serving.keys import hash_key
 
     cfg, summaries = tiny_run
@@ -238,7 +238,7 @@ def serving_project(cfg, work: Path, **env: str) -> Iterator[str]:
     BentoML store under `work`, no API keys and the venv not on PATH, as a user runs it; yields the URL."""
     from omegaconf import OmegaConf
 
-    from maas.config import write_params
+    from maas.params_file import write_params
 
     project = make_project(work / "project")
     shutil.copytree(cfg.paths.bento, project / "models" / "bento")

@@ -18,6 +18,8 @@
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
+    maas lineage [BENTO]              the commit, dvc.lock, data and config a Bento came from, and what
+                                      differs in the workspace now (exit 1 if anything does)
     maas api-key new --file F [--name N]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
@@ -35,7 +37,8 @@ from maas.errors import MaasError
 
 
 def _cfg(args):
-    from maas.config import compose, load_params
+    from maas.config import compose
+    from maas.params_file import load_params
 
     if getattr(args, "params", None):
         if args.overrides:
@@ -45,7 +48,8 @@ def _cfg(args):
 
 
 def cmd_compose(args) -> None:
-    from maas.config import PARAMS_FILE, compose, write_params
+    from maas.config import compose
+    from maas.params_file import PARAMS_FILE, write_params
 
     out = args.out or PARAMS_FILE
     cfg = compose(args.overrides)
@@ -58,9 +62,9 @@ def cmd_compose(args) -> None:
 
 
 def cmd_stage(args) -> None:
-    from maas import stages
+    from maas import registry
 
-    stage = stages.get(args.name)
+    stage = registry.get(args.name)
     if args.multirun and args.params:
         raise MaasError("-m composes conf/ per trial; it can't read --params")
     if args.multirun:
@@ -71,15 +75,41 @@ def cmd_stage(args) -> None:
         print(f"results: {results['sweep_dir']}/results.md")
         return
     if args.params:  # dvc repro calls this way, and records the outputs itself
-        print(json.dumps(stage.run(_cfg(args)), indent=2, default=str))
+        print(json.dumps(_run_for_dvc(stage, args), indent=2, default=str))
         return
     from maas import repro, run_config
-    from maas.config import project_root
+    from maas.params_file import project_root
 
     chosen = run_config.choose([stage], args.overrides, replace=args.replace)
     lock = repro.Lock.open(project_root()) if chosen.tracked else None
     outcome = repro.run_stage(stage, chosen.cfg, lock, force=args.force)
     print(json.dumps(outcome.summary, indent=2, default=str))
+
+
+def _run_for_dvc(stage, args) -> dict:
+    """Run `stage` as dvc.yaml's command: on params.yaml, against dvc.yaml's entry, and if it fails,
+    with the outputs DVC deleted before it ran put back from DVC's cache (nothing already written is lost)."""
+    from maas.code_deps import record_imports_at_exit
+    from maas.params_file import PARAMS_FILE, project_root
+
+    record_imports_at_exit(stage.name)
+    cfg = _cfg(args)
+    root = project_root()
+    if Path(args.params).resolve() == root / PARAMS_FILE:
+        from maas.dvcfile import check_entry
+
+        check_entry(stage, cfg, root)
+    from maas.restore import missing_outputs, restore_outputs
+
+    deleted = missing_outputs(stage.name, root)
+    try:
+        return stage.run(cfg)
+    except BaseException:
+        restored = restore_outputs(stage.name, root, deleted)
+        if restored:
+            print(f"[maas] stage {stage.name}: put its last good outputs back from DVC's cache: "
+                  f"{', '.join(restored)}", flush=True)
+        raise
 
 
 def cmd_sweep(args) -> None:
@@ -94,7 +124,8 @@ def cmd_sweep(args) -> None:
 def cmd_pipeline(args) -> None:
     import runpy
 
-    from maas.config import compose, conf_dir, load_params
+    from maas.config import compose
+    from maas.params_file import conf_dir, load_params
 
     # A bad override or a missing params.yaml fails here, before Prefect starts a server.
     compose(args.overrides) if args.overrides else load_params()
@@ -117,7 +148,8 @@ def cmd_data(args) -> None:
 
 def cmd_expectations(args) -> None:
     from maas import io
-    from maas.config import compose, conf_dir
+    from maas.config import compose
+    from maas.params_file import conf_dir
     from maas.suggest_suite import default_name, suggest
 
     # The suite chosen now may not fit the data being profiled (a new table's data config still
@@ -153,7 +185,8 @@ def _write_dvc_yaml(cfg, out: str) -> None:
 
 
 def cmd_dvc_yaml(args) -> None:
-    from maas.config import PARAMS_FILE, compose, load_params
+    from maas.config import compose
+    from maas.params_file import PARAMS_FILE, load_params
 
     # From params.yaml when there is one: dvc.yaml must describe the pipeline `dvc repro` runs.
     _write_dvc_yaml(load_params(PARAMS_FILE) if Path(PARAMS_FILE).exists() else compose(), args.out or "dvc.yaml")
@@ -183,39 +216,22 @@ def cmd_deploy(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    import bentoml
-    from bentoml.exceptions import NotFound
+    from maas.packaged import packaged_bento
+    from maas.params_file import PARAMS_FILE, load_params
 
-    from maas import io
-    from maas.config import PARAMS_FILE, load_params
-
-    cfg = load_params(args.params or PARAMS_FILE)
-    # Relative paths in params.yaml are relative to the project root (the working directory
-    # here); BentoML's importer resolves a relative archive path from / instead.
-    bento_dir = Path(cfg.paths.bento).resolve()
-    record = io.require(bento_dir / "bento.json", "bento.json (run `make run` first)")
-    try:
-        info = io.read_json(record)
-    except (OSError, ValueError) as e:
-        raise MaasError(f"{record} is unreadable ({e}): re-run the package stage") from None
-    if not isinstance(info, dict) or not {"bento_tag", "archive"} <= info.keys():
-        raise MaasError(f"{record} lacks bento_tag/archive: re-run the package stage")
-    try:
-        bentoml.bentos.get(info["bento_tag"])
-    except ValueError as e:
-        raise MaasError(f"{record}: {e}; re-run the package stage") from None
-    except NotFound:
-        archive = io.require(bento_dir / info["archive"], "Bento archive (run `dvc pull` or `make run`)")
-        print(f"importing {info['bento_tag']} from {archive}", flush=True)
-        try:
-            bentoml.bentos.import_bento(str(archive))
-        except Exception as e:  # a truncated or foreign file fails in tar, lzma, yaml or BentoML
-            raise MaasError(f"cannot import {archive} ({type(e).__name__}: {e}): "
-                            "re-run the package stage or `dvc pull`") from None
+    info = packaged_bento(load_params(args.params or PARAMS_FILE))
     # The same interpreter as this command: `bentoml` on PATH may be another install, or none.
     argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
     print(" ".join(argv), flush=True)
     os.execv(argv[0], argv)
+
+
+def cmd_lineage(args) -> None:
+    from maas.lineage_check import check
+    from maas.params_file import PARAMS_FILE, load_params, project_root
+
+    if not check(args.bento, load_params(args.params or PARAMS_FILE), project_root()):
+        raise SystemExit(1)
 
 
 def cmd_api_key(args) -> None:
@@ -238,7 +254,7 @@ def cmd_api_key(args) -> None:
 def at_project_root(args) -> None:
     """Work from the project root, as dvc does from a subfolder; files named on the
     command line stay relative to where the user typed them."""
-    from maas.config import project_root
+    from maas.params_file import project_root
 
     for name in ("params", "out", "sweep_dir"):
         if getattr(args, name, None):
@@ -311,6 +327,11 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=3000)
     v.set_defaults(fn=cmd_serve)
 
+    ln = sub.add_parser("lineage", help="where a Bento came from (commit, dvc.lock, data, config), checked "
+                                       "against the workspace; exit 1 when something differs")
+    ln.add_argument("bento", nargs="?", help="a Bento tag (default: the packaged one, models/bento/bento.json)")
+    ln.add_argument("--params", default=None, help="the composed config (default: params.yaml)")
+    ln.set_defaults(fn=cmd_lineage)
     k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
     k.set_defaults(fn=cmd_api_key, anywhere=True)
     ka = k.add_subparsers(dest="action", required=True)

@@ -1,4 +1,4 @@
-"""The one door into Hydra: compose `conf/`, render and read `params.yaml`.
+"""The one door into Hydra: compose `conf/` into the config params.yaml holds (maas.params_file).
 
 `conf/` is the source of truth. `params.yaml` is its composed, resolved form
 (exactly what DVC's own Hydra integration writes on `dvc exp run`), which the
@@ -7,41 +7,17 @@ DVC stages read so that DVC can track each stage's keys.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from maas import io, resolvers
+from maas import resolvers
 from maas.errors import ConfigError
-
-PARAMS_FILE = "params.yaml"
+from maas.params_file import conf_dir
 
 
 resolvers.register()
-
-
-# What marks a maas project's root: the config tree and the pipeline DVC runs.
-ROOT_MARKERS = ("conf/config.yaml", "dvc.yaml")
-
-
-def project_root(start: str | Path | None = None) -> Path:
-    """The nearest folder at or above `start` (default: the working directory) that holds
-    conf/config.yaml and dvc.yaml, as `git` and `dvc` find theirs from any subfolder."""
-    start = Path(start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if all((folder / m).is_file() for m in ROOT_MARKERS):
-            return folder
-    raise ConfigError(f"no maas project at or above {start}: run maas from the project root, "
-                      f"the folder that holds {' and '.join(ROOT_MARKERS)}")
-
-
-def conf_dir() -> Path:
-    """`$MAAS_CONF_DIR`, else the project root's `conf/`."""
-    if env := os.environ.get("MAAS_CONF_DIR"):
-        return Path(env).resolve()
-    return project_root() / "conf"
 
 
 def compose(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> DictConfig:
@@ -86,48 +62,6 @@ def checked(cfg: DictConfig, directory: str | Path | None = None, keys: set[str]
     check_config(cfg, keys if keys is not None else declared_keys(Path(directory or conf_dir())), source)
     check_values(cfg)
     return cfg
-
-
-def to_params_text(cfg: DictConfig) -> str:
-    """The exact text DVC's Hydra integration would write for this config."""
-    return OmegaConf.to_yaml(cfg)
-
-
-def write_params(cfg: DictConfig, path: str | Path = PARAMS_FILE) -> bool:
-    """Write `params.yaml` if its content changed; return whether it did."""
-    return io.update_text(path, to_params_text(cfg))
-
-
-def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path} not found: run `maas compose` to write it from conf/")
-    try:
-        cfg = OmegaConf.load(path)
-    except Exception as e:  # yaml.YAMLError and OmegaConf's own errors
-        raise ConfigError(f"{path} is not valid YAML: {e}") from e
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"{path} must hold a mapping, got {type(cfg).__name__}")
-    from maas.known_keys import check_config, declared_keys
-
-    check_config(cfg, declared_keys(conf_dir()), str(path))
-    return cfg
-
-
-def choice(cfg: DictConfig, key: str, allowed: Sequence[str]) -> str:
-    """Read `key` and fail with the key and the allowed values if it is not one of them."""
-    value = OmegaConf.select(cfg, key)
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of {sorted(allowed)}")
-    return value
-
-
-def number(cfg: DictConfig, key: str, low: float, high: float) -> float:
-    """Read a numeric `key` and fail with the key and the range if it is not in [low, high]."""
-    value = OmegaConf.select(cfg, key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ConfigError(f"{key}={value!r} must be a number in [{low:g}, {high:g}]")
-    return float(value)
 
 
 def require_keys(cfg: DictConfig, keys: Sequence[str]) -> None:

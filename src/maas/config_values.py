@@ -12,7 +12,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from maas.config import choice, number
+from maas.checks import choice, number
 
 
 def check_values(cfg: DictConfig) -> None:

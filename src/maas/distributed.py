@@ -43,7 +43,7 @@ def is_main() -> bool:
 
 def launch(cfg: DictConfig, stage: str, nproc: int) -> None:
     """Run `maas stage <stage>` on `cfg` under torchrun with `nproc` processes on this machine."""
-    from maas.config import write_params
+    from maas.params_file import write_params
 
     if cfg.trainer.backend != "torch":
         raise ConfigError(f"trainer.nproc={nproc} launches torch DistributedDataParallel; the {cfg.trainer.backend} "

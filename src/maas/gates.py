@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from maas import io
-from maas.config import choice, number
+from maas.checks import choice, number
 from maas.errors import ArtifactError, GateFailed
 
 CHAMPION_METRICS = ("accuracy", "macro_f1")  # test-split metrics where higher is better
@@ -57,12 +57,9 @@ def champion(cfg: DictConfig, test: dict[str, float], bento_dir: Path, model_sha
               "threshold": f"at most {100 * margin:.2f} points below", "metric": metric, "margin": margin,
               "challenger": test[metric], "challenger_sha256": model_sha256}
     packaged = read_champion(bento_dir)
-    admitted = next((g for g in (packaged or {}).get("gates") or []
-                     if g.get("gate") == record["gate"] and g.get("challenger_sha256") == model_sha256), None)
-    if admitted is not None and (admitted.get("metric"), admitted.get("margin")) == (metric, margin):
-        # This very model is the packaged one: its gate was decided when it was admitted. Deciding it again
-        # against itself would change the record (and so the model card and the Bento) for nothing.
-        return admitted
+    if packaged is not None and packaged.get("trained_sha256") == model_sha256:
+        return record | {"value": f"{test[metric]:.4f} (this model is the packaged one)", "passed": True,
+                         "champion": None}
     theirs = ((packaged or {}).get("metrics") or {}).get("test", {}).get(metric)
     other_data = packaged is not None and str(packaged.get("bento_tag", "")).split(":")[0] != cfg.serve.bento_name
     if theirs is None or other_data:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from maas.validation.drift import card_markdown, for_card
 
 
 def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
-               gates: list[dict] | None = None, drift: dict | None = None,
+               gates: list[dict] | None = None, config: dict | None = None,
                table_columns: list[dict] | None = None) -> dict[str, Any]:
-    """`drift`: validate's drift record of the data (drift.json), None when it was not measured.
-    `table_columns`: a table model's request columns (maas.serving.table_requests.request_columns)."""
-    cfg = spec.get("config", {})
+    """`config`: the pipeline's config (every key a stage reads), `table_columns`: a table model's request
+    columns (maas.serving.table_requests.request_columns). Nothing that differs between two runs on the
+    same inputs (timings, comparisons with the model packaged before) goes in: the card is in the Bento."""
+    cfg = config or {}
     return {
         "model_tag": model_tag,
         "architecture": spec["model"],
@@ -29,7 +29,6 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
         "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
                  "rows": validation.get("rows"), "suite": validation.get("suite"),
                  "quarantined": (validation.get("quarantine") or {}).get("rows", 0)},
-        "drift": for_card(drift),
         "config": cfg,
     }
 
@@ -77,9 +76,9 @@ Per-class precision and recall, the confusion matrix and the reliability diagram
 {gate_rows}
 
 ## Compression
-Served variant **{comp['chosen']}**: {comp['why']}. It is {comp['size_ratio']:.2f}x smaller and
-{comp['speedup']:.2f}x faster at batch {comp['speed_batch']} than fp32, test accuracy {comp['served_test_accuracy']:.4f}.
-Latency is on one CPU thread, measured side by side in the compress stage.
+Served variant **{comp['chosen']}**: {comp['why']}. It is {comp['size_ratio']:.2f}x smaller than fp32,
+test accuracy {comp['served_test_accuracy']:.4f}. Latencies, measured side by side on one CPU thread, are in
+reports/compression_timing.json (they differ on every run, so they are not part of the card).
 
 {variant_table(comp)}
 
@@ -87,14 +86,11 @@ Latency is on one CPU thread, measured side by side in the compress stage.
 - file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows{quarantined})
 - validated by Great Expectations suite `{data['suite']}`
 
-### Drift of this data
-{card_markdown(card.get('drift'))}
-
 ## Training
 {', '.join(f'{k}={v}' for k, v in card['training'].items())}
 
-The full resolved config the model was trained with is in model_card.json under `config`
-(later stages' settings, e.g. `compress` and `serve`, are as of training; the sections above are current).
+The resolved config of the pipeline that made this model (every key a stage reads) is in model_card.json
+under `config`; `maas lineage` checks it against the workspace.
 """
 
 

@@ -39,8 +39,9 @@ def write_model_dir(directory: Path, *, weights: dict[str, np.ndarray], spec: di
         # np.require, not ascontiguousarray: that turns a 0-d array (BatchNorm's step count) into shape [1].
         save_file({k: np.require(v, requirements="C") for k, v in weights.items()}, str(tmp),
                   metadata={"format": FORMAT})
-    spec = {**spec, "format": FORMAT, "weights": weights_file,
-            "weights_sha256": io.file_sha256(directory / weights_file)}
+    sha = io.file_sha256(directory / weights_file)
+    spec = {**spec, "format": FORMAT, "weights": weights_file, "weights_sha256": sha,
+            "trained_sha256": _trained_sha256(spec, sha)}
     io.write_text(directory / MODEL_FILE, yaml.safe_dump(spec, sort_keys=False))
     return directory
 
@@ -99,6 +100,12 @@ def check_finite(weights: dict[str, np.ndarray], path: Path) -> None:
                                 f"{array.size}, so the model cannot answer usefully: retrain it or restore the file")
 
 
+def _trained_sha256(source_spec: dict[str, Any], own: str) -> str:
+    """The trained weights a model descends from: kept through compression, so the packaged variant still
+    names the model evaluate scored (the champion gate knows it); a trained model is its own."""
+    return source_spec.get("trained_sha256") or source_spec.get("weights_sha256") or own
+
+
 def compression_method(spec: dict[str, Any]) -> str:
     return (spec.get("compression") or {}).get("method", "none")
 
@@ -112,7 +119,9 @@ def write_artifact_dir(directory: Path, *, artifact: str, spec: dict[str, Any]) 
     """Describe an artifact a method already wrote into `directory` (an ONNX graph, a TFLite
     flatbuffer): model.yaml with its name and sha256, so it is checked like any weights file."""
     path = io.require(directory / artifact, "model artifact")
-    spec = {**spec, "format": FORMAT, "weights": artifact, "weights_sha256": io.file_sha256(path)}
+    sha = io.file_sha256(path)
+    spec = {**spec, "format": FORMAT, "weights": artifact, "weights_sha256": sha,
+            "trained_sha256": _trained_sha256(spec, sha)}
     io.write_text(directory / MODEL_FILE, yaml.safe_dump(spec, sort_keys=False))
     return directory
 

@@ -37,7 +37,8 @@ def promote(sweep_dir: str | Path | None = None, root: str | Path = "sweeps") ->
     Returns the file and the overrides it holds. Composes conf/ afterwards and puts the old
     file back if any promoted value did not take effect.
     """
-    from maas.config import compose, conf_dir
+    from maas.config import compose
+    from maas.params_file import conf_dir
 
     folder = Path(sweep_dir) if sweep_dir else latest_sweep(root)
     table = io.require(folder / "results.json", "results.json (is this a sweep run's folder?)")
@@ -76,7 +77,7 @@ def _split(overrides: list[str]) -> tuple[dict[str, str], dict]:
     """Group choices (`model=mlp`) and nested values (`{model: {channels: 16}}`) of Hydra overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from maas.config import conf_dir
+    from maas.params_file import conf_dir
 
     groups: dict[str, str] = {}
     values: dict = {}

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from maas.stages import Stage, all_stages, expand, path_keys
+from maas.stages import Stage, expand, path_keys
+from maas.registry import all_stages
 
 RUNS_ROOT = "runs"
 
@@ -51,7 +52,8 @@ def differences(a: DictConfig, b: DictConfig) -> list[str]:
 
 def choose(stages: Sequence[Stage], overrides: Sequence[str], replace: bool = False) -> RunConfig:
     """The config for running `stages` with `overrides` (see the module doc), printing what it chose."""
-    from maas.config import PARAMS_FILE, compose, load_params
+    from maas.config import compose
+    from maas.params_file import PARAMS_FILE, load_params
 
     tracked = load_params(PARAMS_FILE)
     if not overrides:

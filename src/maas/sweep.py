@@ -56,7 +56,8 @@ def check_sweep(stage: Stage, overrides: Sequence[str]) -> DictConfig:
     groups don't have (`model=mlp model.channels=8,16`), a bad fixed value, and a stage
     whose outputs are its own inputs.
     """
-    from maas.config import checked, conf_dir
+    from maas.config import checked
+    from maas.params_file import conf_dir
     from maas.known_keys import check_overrides, declared_keys
     from maas.stages import path_keys
 
@@ -94,7 +95,7 @@ def multirun(stage: Stage, overrides: Sequence[str], sweep_dir: str | Path | Non
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
 
-    from maas.config import conf_dir
+    from maas.params_file import conf_dir
     from maas.trials import require_one_ok, summarize
 
     check_sweep(stage, overrides)
@@ -187,7 +188,7 @@ def _compose_hydra_settings(fixed: list[str]) -> DictConfig:
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
-    from maas.config import conf_dir
+    from maas.params_file import conf_dir
 
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

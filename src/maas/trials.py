@@ -44,7 +44,7 @@ def run_trial(stage_name: str, number: int, overrides: Sequence[str], trial_dir:
     run as for `maas compose`. A trial whose record says ok for the same config is
     not run again. `threads` caps torch's threads when trials share a machine.
     """
-    from maas import stages
+    from maas import registry
     from maas.config import checked, compose
     from maas.run_config import redirect_outputs
 
@@ -52,7 +52,7 @@ def run_trial(stage_name: str, number: int, overrides: Sequence[str], trial_dir:
     record = {"number": number, "overrides": list(overrides), "dir": str(trial_dir), "status": "failed",
               "error": None, "objective": None, "summary": None, "torch_threads": threads}
     try:
-        stage = stages.get(stage_name)
+        stage = registry.get(stage_name)
         cfg = checked(cfg) if cfg is not None else compose(overrides)
         redirect_outputs(cfg, [stage], trial_dir)  # inputs stay the pipeline's
         record["config_sha256"] = fingerprint(stage_name, cfg)
@@ -111,7 +111,7 @@ def summarize(sweep_dir: str | Path, stage_name: str, expected: Sequence[int] = 
     `expected`: trial numbers that should have a record; one without (its process died)
     is listed as failed.
     """
-    from maas import stages
+    from maas import registry
 
     sweep_dir = Path(sweep_dir)
     records = {}
@@ -123,7 +123,7 @@ def summarize(sweep_dir: str | Path, stage_name: str, expected: Sequence[int] = 
                                "error": "no trial.json: the trial's process ended before writing it",
                                "objective": None, "summary": None})
     trials = [records[n] for n in sorted(records)]
-    objective = stages.get(stage_name).objective
+    objective = registry.get(stage_name).objective
     ranked = [t for t in trials if t["status"] == "ok" and isinstance(t.get("objective"), (int, float))
               and math.isfinite(t["objective"])]
     best = min(ranked, key=lambda t: t["objective"]) if ranked else None

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 def test_two_processes_reach_the_single_process_accuracy(tiny_run, tmp_path, capfd):
     from maas import io, model_files
     from maas.config import compose
-    from maas.stages import get
+    from maas.registry import get
 
     base = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
     accuracy = {}

@@ -19,7 +19,7 @@ def temps(*folders) -> list:
 
 
 def test_the_next_run_of_a_killed_stage_removes_its_leftovers(tiny_run, tmp_path):
-    from maas import stages
+    from maas import registry
 
     cfg = copy_outputs(tiny_run[0], tmp_path, "processed", "trained", "reports")
     overrides = [*tiny_overrides(tmp_path, tmp_path / "unused"), f"paths.processed={cfg.paths.processed}"]
@@ -41,7 +41,7 @@ def test_the_next_run_of_a_killed_stage_removes_its_leftovers(tiny_run, tmp_path
     assert (tmp_path / "trained" / "weights.safetensors").exists()  # the last good model survived
 
     cfg.trainer.epochs = 1
-    stages.get("train").run(cfg)
+    registry.get("train").run(cfg)
     assert temps(reports, models) == []
 
 

@@ -41,7 +41,7 @@ def image_served(tmp_path_factory):
     """Every stage on the folder (the tiny trainer), then the Bento served from a project whose BentoML
     store is empty and with the venv not on PATH, as a user runs it."""
     from maas.config import compose
-    from maas.stages import all_stages
+    from maas.registry import all_stages
 
     work = tmp_path_factory.mktemp("image-folder")
     folder = digits_folder(work / "my images")  # a space in the path, as users' folders have

@@ -36,7 +36,7 @@ def onnx_served(tiny_run, tmp_path_factory):
     whose BentoML store is empty (the Bento comes from its archive, as on a fresh machine)."""
     from omegaconf import OmegaConf
 
-    from maas.stages import get
+    from maas.registry import get
 
     work = tmp_path_factory.mktemp("serve-onnx")
     cfg = copy_outputs(tiny_run[0], work, "reports")  # compress and package write reports: the run's stay as they are

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def wine_served(tmp_path_factory):
     from maas.config import compose
     from maas.data.sources import export
-    from maas.stages import all_stages
+    from maas.registry import all_stages
 
     work = tmp_path_factory.mktemp("serve-table")
     cfg = compose(["data=wine", *tiny_overrides(work, work / "raw")])

@@ -22,7 +22,7 @@ README_IMAGE = [[0, 0, 5, 13, 9, 1, 0, 0], [0, 0, 13, 15, 10, 15, 5, 0], [0, 3, 
 def tf_run(tiny_run, tmp_path_factory):
     """train → evaluate → compress → package on TensorFlow, from the tiny run's validated data."""
     from maas.config import compose
-    from maas.stages import get
+    from maas.registry import get
 
     work = tmp_path_factory.mktemp("tf-run")
     cfg = copy_outputs(tiny_run[0], work, "validated", "processed", "trained", "compressed", "reports", "bento")

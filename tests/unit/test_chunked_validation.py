@@ -16,7 +16,7 @@ from maas.data.sources import export
 from maas.data.split_files import read_split, write_split
 from maas.data.splits import TEST, TRAIN, VAL, hashed_split
 from maas.errors import ArtifactError, ConfigError, DataValidationError
-from maas.stages import get
+from maas.registry import get
 
 
 def _suite(name: str = "parity"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from conftest import copy_outputs, make_project, tiny_overrides
 from maas import io
 from maas.cli import main
-from maas.config import load_params
+from maas.params_file import load_params
 
 
 def test_compose_takes_overrides_after_flags(tmp_path):
@@ -49,7 +49,8 @@ def test_sweep_cannot_read_params(tmp_path, capsys):
 
 
 def test_serve_names_a_broken_bento_record(tmp_path, capsys):
-    from maas.config import compose, write_params
+    from maas.config import compose
+    from maas.params_file import write_params
 
     params = tmp_path / "params.yaml"
     write_params(compose([f"paths.bento={tmp_path / 'bento'}"]), params)

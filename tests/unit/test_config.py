@@ -9,10 +9,12 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from maas.config import compose, load_params, to_params_text, write_params
+from maas.config import compose
+from maas.params_file import load_params, to_params_text, write_params
 from maas.dvcfile import render
 from maas.errors import ConfigError
-from maas.stages import all_stages, expand, get
+from maas.stages import expand
+from maas.registry import all_stages, get
 
 
 def test_params_yaml_matches_conf():

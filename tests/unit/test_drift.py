@@ -127,11 +127,12 @@ def test_no_packaged_model_is_no_reference_and_passes(wine, tiny_run):
     cfg, frame, _, _ = wine
     record = drift.check(cfg, frame)
     assert record["status"] == drift.NO_REFERENCE and "no model is packaged yet" in record["reason"]
-    # The tiny run validated before anything was packaged: its result and model card say so.
+    # The tiny run validated before anything was packaged: its drift record says so.
     tiny, _ = tiny_run
     assert io.read_json(Path(tiny.paths.validated) / "result.json")["success"]
     assert io.read_json(Path(tiny.paths.validated) / drift.DRIFT_FILE)["status"] == drift.NO_REFERENCE
-    assert "No reference: no model is packaged yet" in (Path(tiny.paths.reports) / "model_card.md").read_text()
+    # Drift compares with whatever was packaged before: history, so it stays out of the card (and the Bento).
+    assert "drift" not in io.read_json(Path(tiny.paths.reports) / "model_card.json")
     # A model trained on other columns (digits) is no reference for wine either.
     other = drift.check(OmegaConf.merge(cfg, {"paths": {"bento": tiny.paths.bento}}), frame)
     assert other["status"] == drift.NO_REFERENCE and "other columns" in other["reason"]
@@ -171,35 +172,10 @@ def test_validate_fails_on_drift_naming_the_columns_and_keeps_the_last_result(ti
 
 
 def get_validate():
-    from maas.stages import get
+    from maas.registry import get
 
     return get("validate")
 
-
-def test_the_model_card_shows_the_most_drifted_columns(wine, tmp_path):
-    from maas.model_card import build_card, render_markdown
-    from maas.serving.metadata import load_card
-    from maas.serving.schemas import ImageSpec
-
-    cfg, frame, _, profile = wine
-    record = compare(profile, frame.assign(color_intensity=frame["color_intensity"] * 1.1),
-                     profile_columns(cfg.data))
-    card = build_card(model_tag="maas-wine:new", spec={"model": {"arch": "mlp"}, "input_shape": [1, 1, 13],
-                                                       "classes": [0, 1, 2]},
-                      metrics={"test": {"accuracy": 1.0, "macro_f1": 1.0, "samples": 27}, "val": {"accuracy": 1.0}},
-                      compression={"chosen": "none", "why": "-", "size_ratio": 1.0, "speedup": 1.0, "speed_batch": 1,
-                                   "served_test_accuracy": 1.0, "variants": []},
-                      validation={"data_file": "wine.csv", "rows": 178},
-                      drift=io.read_json(io.write_json(tmp_path / drift.DRIFT_FILE, record)))  # as package reads it
-    assert card["drift"]["status"] == "warn" and list(card["drift"]["columns"])[0] == "color_intensity"
-    assert len(card["drift"]["columns"]) == 10 and card["drift"]["compared_columns"] == 13
-    md = render_markdown(card).split("### Drift of this data", 1)[1]
-    assert "`maas-wine:ref`: **warn**" in md
-    assert md.index("| color_intensity |") < md.index("| flavanoids |") and "| WARN |" in md
-    root = tmp_path
-    io.write_json(root / "model_card.json", {k: v for k, v in card.items() if k != "model_tag"})
-    served = load_card(root, model_tag="maas-wine:new", bento_tag=None, spec=ImageSpec((1, 1, 13), 0, 1, "float", 8))
-    assert served.drift["columns"]["color_intensity"]["status"] == "warn"
 
 
 @pytest.mark.parametrize("values, message", [

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import copy_outputs
+from conftest import ROOT, copy_outputs
 from maas import io
 from maas.errors import ConfigError, GateFailed
 from maas.evaluation import calibration
-from maas.stages import get
+from maas.registry import get
 
 
 def paths(cfg) -> dict[str, Path]:
@@ -58,10 +58,11 @@ def test_evaluate_writes_the_report_dvc_plots_and_metrics(tiny_run):
     md = (reports / "evaluation" / "report.md").read_text()
     assert "## Per class" in md and "![Calibration](reliability.png)" in md and f"{test['ece']:.4f}" in md
     page = (reports / "evaluation" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<td>gates.champion</td>" in page
+    assert page.count("data:image/png;base64,") == 2 and "<td>gates.min_test_accuracy</td>" in page
+    assert "gates.champion" not in page  # it compares with the model packaged before: history, in champion.json
     assert "src=\"http" not in page  # self-contained
     card = (reports / "model_card.md").read_text()
-    assert "(evaluation/report.md)" in card and "| gates.champion |" in card
+    assert "(evaluation/report.md)" in card and "| gates.min_test_accuracy |" in card and "gates.champion" not in card
 
 
 def test_dvc_yaml_declares_the_evaluation_plots():
@@ -100,39 +101,45 @@ def test_champion_gate_stops_a_weaker_challenger_and_keeps_the_packaged_model(ti
     assert f"{ours:.4f}" in message and f"{theirs:.4f}" in message and champion["bento_tag"] in message
     assert "margin=0.005 allows 0.50" in message
     gates = io.read_json(paths(cfg)["reports"] / "evaluation" / "gates.json")
-    assert [g["passed"] for g in gates] == [True, False] and gates[1]["champion"] == theirs
+    challenge = io.read_json(paths(cfg)["reports"] / "evaluation" / "champion.json")
+    assert [g["passed"] for g in gates] == [True] and not challenge["passed"] and challenge["champion"] == theirs
     assert (paths(cfg)["bento"] / "bento.json").read_bytes() == before  # package never ran: same Bento served
 
 
 def test_champion_gate_passes_within_the_margin_and_without_a_champion(tiny_run, tmp_path):
     cfg = copy_outputs(tiny_run[0], tmp_path, "reports", "bento")
     cfg.gates.champion.margin = 0.0
-    get("evaluate").run(cfg)  # the packaged model against itself: 0 points below
-    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "gates.json")[1]
+    get("evaluate").run(cfg)  # the packaged model is this one: nothing to decide
+    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "champion.json")
+    assert gate["passed"] and "this model is the packaged one" in gate["value"]
+    champion = io.read_json(paths(cfg)["bento"] / "bento.json")
+    io.write_json(paths(cfg)["bento"] / "bento.json", champion | {"trained_sha256": "another model"})
+    get("evaluate").run(cfg)  # another model with the same accuracy: 0 points below, within margin 0
+    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "champion.json")
     assert gate["passed"] and "+0.00 points" in gate["value"]
     cfg.paths.bento = str(tmp_path / "nothing-packaged")
     get("evaluate").run(cfg)
-    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "gates.json")[1]
+    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "champion.json")
     assert gate["passed"] and "no model is packaged yet" in gate["value"]
     # A model packaged for other data (the project switched to `data=wine`) is no champion of this one.
     cfg.paths.bento = str(tmp_path / "bento")
     cfg.serve.bento_name = "maas-wine"
     get("evaluate").run(cfg)
-    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "gates.json")[1]
+    gate = io.read_json(paths(cfg)["reports"] / "evaluation" / "champion.json")
     assert gate["passed"] and "serves other data (this is maas-wine)" in gate["value"]
 
 
-def test_evaluating_the_packaged_model_again_keeps_the_gate_it_was_admitted_with(tiny_run, tmp_path):
-    """Re-running evaluate on the model that is packaged must not turn "nothing to compare" into "itself,
-    +0.00": the outputs would change, and with them the model card and the Bento, for nothing."""
+def test_evaluating_the_packaged_model_again_changes_no_tracked_output(tiny_run, tmp_path):
+    """Whatever is packaged now, the same model gives the same report, plots and gates: only champion.json,
+    which DVC doesn't hash (.dvcignore), records the comparison with the packaged model."""
     cfg = copy_outputs(tiny_run[0], tmp_path, "reports", "bento")
     folder = paths(cfg)["reports"] / "evaluation"
     before = {f.name: f.read_bytes() for f in folder.iterdir()}
     get("evaluate").run(cfg)
     after = {f.name: f.read_bytes() for f in folder.iterdir()}
-    assert [name for name in before if before[name] != after.get(name)] == []  # report, plots, gates: same bytes
-    admitted = io.read_json(paths(cfg)["bento"] / "bento.json")["gates"][1]
-    assert "no model is packaged yet" in admitted["value"]
+    assert [name for name in before if before[name] != after.get(name)] == ["champion.json"]
+    assert "this model is the packaged one" in io.read_json(folder / "champion.json")["value"]
+    assert "champion.json" in (ROOT / ".dvcignore").read_text().split()
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -90,7 +90,7 @@ def test_the_shipped_table_suites_declare_gx_expectations_that_hold(wine_raw):
 
 
 def test_a_declared_expectation_the_data_fails_fails_validate_naming_it(wine_raw, tmp_path):
-    from maas.stages import get
+    from maas.registry import get
 
     cfg = _wine(wine_raw, f"paths.validated={tmp_path / 'validated'}",
                 "expectations.expect=[{expect_column_to_exist: {column: hue}},"

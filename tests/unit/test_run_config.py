@@ -9,7 +9,7 @@ import pytest
 from conftest import make_project
 from maas import io
 from maas.run_config import RUNS_ROOT, choose
-from maas.stages import all_stages, get
+from maas.registry import all_stages, get
 
 
 @pytest.fixture

@@ -67,15 +67,15 @@ def test_an_unknown_reason_is_refused_so_label_values_stay_a_fixed_set():
 
 def card_dir(tmp_path):
     spec = {"model": {"arch": "cnn", "channels": 8}, "input_shape": [1, 8, 8], "classes": list(range(10)),
-            "training": {"epochs": 2, "best_epoch": 1},
-            "config": {"model": {"arch": "cnn"}, "trainer": {"epochs": 2}, "paths": {"raw": "/home/me/data"},
-                       "serve": {"max_request_images": 512}}}
+            "training": {"epochs": 2, "best_epoch": 1}}
+    config = {"model": {"arch": "cnn"}, "trainer": {"epochs": 2}, "paths": {"raw": "/home/me/data"},
+              "serve": {"max_request_images": 512}}
     metrics_ = {"test": {"accuracy": 0.9, "macro_f1": 0.89, "samples": 270}, "val": {"accuracy": 0.91}}
     compression = {"chosen": "none", "variants": [{"method": "none", "bytes": 10, "accuracy": 0.91}]}
     validation = {"data_file": "data/raw/digits.csv", "data_md5": "118950e3156b0865eb0637374376d7f2", "rows": 1797,
                   "suite": "digits_raw"}
     card = build_card(model_tag="(pending)", spec=spec, metrics=metrics_, compression=compression,
-                      validation=validation)
+                      validation=validation, config=config)
     (tmp_path / CARD_FILE).write_text(json.dumps({k: v for k, v in card.items() if k != "model_tag"}))
     return tmp_path
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, copy_outputs, make_project
 from maas import io
 from maas.errors import ConfigError
-from maas.stages import get
+from maas.registry import get
 from maas.sweep import expand_overrides, multirun
 
 

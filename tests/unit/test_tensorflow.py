@@ -33,7 +33,7 @@ def save(model, cfg, directory: Path, weights=None, compression: str = "none") -
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, raw_dir):
     """The real digits splits, through the validate and preprocess stages on the tiny config."""
-    from maas.stages import get
+    from maas.registry import get
 
     cfg = compose([*tiny_overrides(tmp_path_factory.mktemp("tf-digits"), raw_dir), "trainer.backend=tensorflow"])
     for stage in ("validate", "preprocess"):
@@ -184,7 +184,7 @@ def test_a_gpu_that_is_not_there_is_a_config_error():
 
 def test_tensorflow_is_imported_only_by_its_backend():
     code = ("import sys, maas.cli, maas.config, maas.models, maas.model_files, maas.backends, maas.stages; "
-            "from maas.stages import all_stages; all_stages(); "
+            "from maas.registry import all_stages; all_stages(); "
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

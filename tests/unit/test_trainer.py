@@ -78,7 +78,7 @@ def test_an_unknown_optimizer_argument_is_named():
 
 
 def test_early_stopping_ends_training_after_patience_epochs_without_a_better_val_loss(tiny_run, tmp_path, capsys):
-    from maas.stages import get
+    from maas.registry import get
 
     cfg = copy_outputs(tiny_run[0], tmp_path, "trained", "reports")
     cfg.trainer.epochs, cfg.trainer.early_stopping_patience = 30, 1

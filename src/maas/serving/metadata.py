@@ -75,19 +75,14 @@ class MetadataResponse(BaseModel):
                     "calibration error, samples; "
                     "val accuracy. The served variant's test accuracy is compression.served_test_accuracy.")
     compression: dict[str, Any] = Field(description="The served variant (`chosen`, and `why`) and every variant "
-                                        "the compress stage tried: runtime, stored bytes, val and test accuracy, "
-                                        "CPU latency p50/p99 per batch size.")
+                                        "the compress stage tried: runtime, stored bytes, val and test accuracy "
+                                        "(timings are not in the Bento: they differ on every run).")
     gates: list[dict[str, Any]] = Field(default_factory=list, description=(
         "The evaluate stage's gates this model passed: each gate's name, what it compares, its threshold and "
         "the value (gates.champion: against the model packaged before it)."))
     training: dict[str, Any] = Field(description="The training run: epochs, best epoch, device, precision, ...")
     data: DataInfo
-    drift: dict[str, Any] | None = Field(default=None, description=(
-        "The drift of the data this model was validated on against the training data of the model packaged "
-        "before it: `status` (ok, warn, fail, no reference, too few rows), `method` (psi or ks), the `warn` and "
-        "`fail` thresholds, `reference` (that Bento's tag), and the most drifted `columns` with their PSI, KS, "
-        "status and means. Null when not measured."))
-    config: dict[str, Any] = Field(description="The resolved config the model was trained with "
+    config: dict[str, Any] = Field(description="The resolved config of the pipeline that made the model "
                                    f"(all but {', '.join(HIDDEN_CONFIG)}).")
 
 
@@ -101,7 +96,7 @@ def load_card(root: Path, *, model_tag: str, bento_tag: str | None, spec) -> Met
         model_tag=model_tag, bento_tag=bento_tag, classes=card["classes"],
         input=_input(spec),
         architecture=card["architecture"], metrics=card["metrics"], compression=card["compression"],
-        gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]), drift=card.get("drift"),
+        gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]),
         config=config)
 
 

@@ -1,6 +1,7 @@
-"""The stage registry: one record per stage, next to its `run(cfg) -> dict`.
+"""A stage's record (`Stage`), kept next to its `run(cfg) -> dict` in each stage module.
 
-`dvc.yaml` and the Prefect flow are both derived from `STAGES`, in order.
+The ordered list of stages is `maas.registry`: it imports every stage, which no stage should do
+(each stage's declared code is what it imports, see maas.code_deps).
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ def path_keys(templates: tuple[str, ...] | list[str]) -> list[str]:
     return sorted({k for t in templates for k in re.findall(r"\{(paths\.[a-z_]+)\}", t)})
 
 
+def tracked_config(cfg: DictConfig, keys: tuple[str, ...]) -> dict:
+    """The resolved values of `keys` (dotted, as a Stage's params), nested as in the config: what a stage may
+    record of its config without making its outputs depend on keys DVC doesn't track for it."""
+    out: dict = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        *parents, last = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
+
+
 def expand(template: str, cfg: DictConfig) -> str:
     """Fill `{paths.processed}`-style placeholders from the config."""
 
@@ -43,7 +60,7 @@ class Stage:
     deps: tuple[str, ...]            # files the stage reads (templates over cfg)
     outs: tuple[str, ...]            # files or directories it writes
     params: tuple[str, ...]          # config keys it reads, tracked by DVC
-    code: tuple[str, ...] = ()       # its source, so an edit re-runs it
+    code: tuple[str, ...] = ()       # its source, so an edit re-runs it (default: what its module imports)
     metrics: tuple[str, ...] = ()    # small JSON files DVC shows with `dvc metrics show`
     plots: tuple[str | dict, ...] = ()  # files, or {plot id: DVC's plot definition} (x, y: {file: column})
     objective: str | None = None     # the summary key a sweep minimizes (Optuna's value, the best trial)
@@ -72,16 +89,3 @@ def stage_entry(name: str):
         return run
 
     return wrap
-
-
-def all_stages() -> list[Stage]:
-    from maas.stages import compress, evaluate, package, preprocess, train, validate
-
-    return [m.STAGE for m in (validate, preprocess, train, evaluate, compress, package)]
-
-
-def get(name: str) -> Stage:
-    stages = {s.name: s for s in all_stages()}
-    if name not in stages:
-        raise ConfigError(f"no stage named {name!r}; stages are: {', '.join(stages)}")
-    return stages[name]

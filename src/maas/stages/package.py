@@ -17,20 +17,23 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from maas import io
+from maas import io, lineage
+from maas.bento_archive import bento_version, tree_digest, write_archive
 from maas.data.profile import PROFILE_FILE
 from maas.gates import BENTO_FILE
 from maas.serving import BENTO_MODEL_SUBDIR, integrity
 from maas.serving.metadata import CARD_FILE
 from maas.serving.table_requests import request_columns
-from maas.stages import Stage, stage_entry
+from maas.stages import Stage, stage_entry, tracked_config
 from maas.stages.compress import REPORT_FILE as COMPRESSION_FILE
 from maas.stages.evaluate import GATES_FILE, METRICS_FILE, REPORT_DIR
 from maas.stages.preprocess import PREPROCESSOR_FILE
 from maas.stages.validate import RESULT_FILE
-from maas.validation.drift import DRIFT_FILE
 
 CARD_MD, CARD_JSON = "model_card.md", CARD_FILE  # the service reads the JSON card by that name
+# The config the model card and lineage record: every top-level key a stage reads (test_config checks it).
+PIPELINE_KEYS = ("seed", "data", "expectations", "drift", "model", "trainer", "evaluate", "gates", "compress",
+                 "serve")
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # src/maas
 # What maas.serving imports, directly or through the modules it loads (bentoml comes with the image;
 # starlette and prometheus-client too, but only within bentoml's wide ranges, and maas is tested on
@@ -91,17 +94,29 @@ def service_requirements(runtime: str, kind: str = "image") -> str:
                    for name in (*RUNTIME_PACKAGES[runtime], *SERVICE_PACKAGES, *KIND_PACKAGES[kind]))
 
 
-def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, args: dict[str, object]) -> str:
-    """Build the Bento from a staging copy of src/maas; `args` are the service's ServiceArgs besides the tag."""
+def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, args: dict[str, object],
+                labels: dict[str, str]) -> str:
+    """Build the Bento from a staging copy of src/maas; `args` are the service's ServiceArgs besides the tag.
+    Its version is a hash of everything that goes into it: a Bento already built from the same model,
+    code, arguments and labels is reused, not built again."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
+    requirements = service_requirements(runtime, str(args["data_kind"]))
+    args = {"model_tag": model_tag, **args}
+    version = bento_version(model=model_tag, name=bento_name, args=args, labels=labels, requirements=requirements,
+                            bentofile=bentofile.read_text(), code=tree_digest(PACKAGE_ROOT))
+    try:
+        return str(bentoml.bentos.get(f"{bento_name}:{version}").tag)
+    except NotFound:
+        pass
     with tempfile.TemporaryDirectory(prefix="maas-bento-ctx-") as ctx:
         shutil.copytree(PACKAGE_ROOT, Path(ctx) / "maas", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        (Path(ctx) / "requirements.txt").write_text(service_requirements(runtime, str(args["data_kind"])))
+        (Path(ctx) / "requirements.txt").write_text(requirements)
         # reload: the service reads its arguments (the model tag among them) when its module runs, so a
         # second build in one process would otherwise bundle the first build's model under this one's tag.
-        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name,
-                                               args={"model_tag": model_tag, **args}, reload=True)
+        bento = bentoml.bentos.build_bentofile(str(bentofile), build_ctx=ctx, name=bento_name, version=version,
+                                               labels=labels, args=args, reload=True)
     return str(bento.tag)
 
 
@@ -138,10 +153,19 @@ def example_request(pre, max_request_rows: int) -> str:
     return f"curl -s -X POST localhost:3000/predict -H 'content-type: application/json' -d '{quoted}'"
 
 
+def _project_root() -> Path:
+    """Where the lineage's git and dvc.lock are read: the project, or the working directory of a run outside one."""
+    from maas.errors import ConfigError
+    from maas.params_file import project_root
+
+    try:
+        return project_root()
+    except ConfigError:
+        return Path.cwd()
+
+
 @stage_entry("package")
 def run(cfg: DictConfig) -> dict:
-    import bentoml
-
     from maas.model_files import MODEL_FILE, read_spec, runtime
     from maas.model_card import build_card, render_markdown
 
@@ -153,20 +177,20 @@ def run(cfg: DictConfig) -> dict:
     compression = io.read_json(io.require(reports / COMPRESSION_FILE, "compression report"))
     validation = io.read_json(io.require(Path(cfg.paths.validated) / RESULT_FILE, "validation result"))
     gate_results = io.read_json(io.require(reports / REPORT_DIR / GATES_FILE, "evaluate's gate results"))
-    # Read, not a declared dependency: validate rewrites it when it re-validates this data against the model
-    # packaged since (drift then about 0), which must not re-package that model. The card shows the drift
-    # as of the last validation of this data, None when validated by a maas without drift.
-    drift_file = Path(cfg.paths.validated) / DRIFT_FILE
-    drift = io.read_json(drift_file) if drift_file.exists() else None
+    config = tracked_config(cfg, PIPELINE_KEYS)
+    record = lineage.build(_project_root(), config=config, data_path=str(cfg.data.path),
+                           data_md5=validation.get("data_md5"))
 
     with tempfile.TemporaryDirectory(prefix="maas-model-") as tmp:
         staged = Path(tmp)
         files = [io.require(compressed / MODEL_FILE, "model.yaml"), io.require(compressed / spec["weights"], "weights"),
                  io.require(Path(cfg.paths.processed) / PREPROCESSOR_FILE, "preprocessor"),
                  io.require(Path(cfg.paths.processed) / PROFILE_FILE, "training data profile"),
-                 io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True))]
+                 io.write_json(staged / "serve.json", OmegaConf.to_container(cfg.serve, resolve=True)),
+                 io.write_json(staged / lineage.LINEAGE_FILE, record)]
         card = build_card(model_tag="(pending)", spec=spec, metrics=metrics, compression=compression,
-                          validation=validation, gates=gate_results, drift=drift, table_columns=columns)
+                          validation=validation, gates=gate_results, config=config, table_columns=columns)
+        card["lineage"] = lineage.labels(record)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
         model_files = integrity.manifest(files)
         model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
@@ -180,16 +204,17 @@ def run(cfg: DictConfig) -> dict:
                         "pixel_dtype": pre.raw_dtype, "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}"}
     service_args.update({"workers": str(cfg.serve.workers), integrity.MANIFEST_ARG: model_files})
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
-                            runtime(spec), service_args)
+                            runtime(spec), service_args, labels=lineage.labels(record))
 
     with io.atomic_dir(cfg.paths.bento) as out:
-        bentoml.bentos.export_bento(bento_tag, str((out / f"{cfg.serve.bento_name}.bento").resolve()))
+        write_archive(bento_tag, out / f"{cfg.serve.bento_name}.bento", lineage.build_time(record))
         # The metrics travel with the Bento: the next run's champion gate (maas.gates) compares against them,
-        # and the gates it passed say which trained model it is. So does the profile of its training data:
+        # and trained_sha256 says which trained model it is. So does the profile of its training data:
         # the next validate measures drift against it (maas.validation.drift).
         shutil.copy2(Path(cfg.paths.processed) / PROFILE_FILE, out / PROFILE_FILE)
         io.write_json(out / BENTO_FILE, {"bento_tag": bento_tag, "model_tag": model_tag,
                                          "archive": f"{cfg.serve.bento_name}.bento", "profile": PROFILE_FILE,
+                                         "trained_sha256": spec.get("trained_sha256"),
                                          "metrics": metrics, "gates": gate_results,
                                          "compression": {k: compression[k] for k in ("chosen", "served_test_accuracy")}})
     io.write_json(reports / CARD_JSON, card | {"bento_tag": bento_tag})
@@ -206,6 +231,7 @@ STAGE = Stage(
           "{paths.reports}/" + METRICS_FILE,
           "{paths.reports}/" + REPORT_DIR + "/" + GATES_FILE, "{paths.reports}/" + COMPRESSION_FILE, "{paths.validated}/" + RESULT_FILE, "{serve.bentofile}"),
     outs=("{paths.bento}", "{paths.reports}/" + CARD_MD, "{paths.reports}/" + CARD_JSON),
-    params=("serve",),
+    # Every key a stage reads: the card and lineage.json record them all, so a change to any re-packages.
+    params=PIPELINE_KEYS,
     code=("src/maas",),  # the Bento bundles the whole package, so any edit changes what is served
 )

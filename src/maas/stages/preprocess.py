@@ -190,5 +190,4 @@ STAGE = Stage(
     deps=("{data.path}", "{paths.validated}/" + RESULT_FILE),
     outs=("{paths.processed}",),
     params=("seed", "data", "drift.bins"),
-    code=("src/maas/stages/preprocess.py", "src/maas/data", "src/maas/validation/quarantine.py"),
 )

@@ -10,9 +10,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
-from maas.config import choice
+from maas.checks import choice
 from maas.errors import TrainingFailed
-from maas.stages import Stage, stage_entry
+from maas.stages import Stage, stage_entry, tracked_config
 from maas.stages.preprocess import load_split
 
 LIVE_DIR = "train"  # inside paths.reports
@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict:
         "training": {"best_epoch": result.best_epoch, "best_val_loss": best_val_loss,
                      "best_val_accuracy": result.best_val_accuracy,
                      "epochs": t.epochs, **result.record},
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": tracked_config(cfg, STAGE.params),  # only what DVC tracks for train: dvc.lock reproduces
     }
     with io.atomic_dir(cfg.paths.trained) as out:
         model_files.write_model_dir(out, weights=backend.get_weights(result.model), spec=spec)
@@ -80,8 +80,6 @@ STAGE = Stage(
     deps=("{paths.processed}",),
     outs=("{paths.trained}", "{paths.reports}/train"),
     params=("seed", "model", "trainer", "data.input_shape", "data.num_classes"),
-    code=("src/maas/stages/train.py", "src/maas/model_files.py", "src/maas/distributed.py", "src/maas/backends",
-          "src/maas/models"),
     metrics=("{paths.reports}/train/metrics.json",),
     objective="best_val_loss",
     plots=("{paths.reports}/train/plots/metrics",),

@@ -108,5 +108,4 @@ STAGE = Stage(
     deps=("{data.path}",),
     outs=("{paths.validated}",),
     params=("data", "expectations", "drift.method", "drift.warn", "drift.fail", "drift.min_rows"),
-    code=("src/maas/stages/validate.py", "src/maas/validation", "src/maas/data"),
 )

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from maas.config import choice, number
+from maas.checks import choice, number
 from maas.data.profile import load_profile, numeric_values
 from maas.data.table_preprocessor import count_categories
 from maas.errors import ArtifactError, ConfigError, DataValidationError
@@ -266,8 +266,8 @@ def check(cfg: DictConfig, frames: pd.DataFrame | Iterable[pd.DataFrame]) -> dic
     return drift.finish()
 
 
-def table(record: dict[str, Any], limit: int = 10, markdown: bool = False) -> str:
-    """The most drifted columns as a table (text for the console, or Markdown for the model card)."""
+def table(record: dict[str, Any], limit: int = 10) -> str:
+    """The most drifted columns as a console table."""
     rows = []
     for name, c in most_drifted(record)[:limit]:
         shift = (f"{_short(c['reference_mean'])} -> {_short(c['mean'])}" if "reference_mean" in c
@@ -278,10 +278,6 @@ def table(record: dict[str, Any], limit: int = 10, markdown: bool = False) -> st
     header = ["column", "PSI", "KS", f"chance ({record.get('method', 'psi').upper()})", "mean (train -> now)",
               "status"]
     more = len(record.get("columns", {})) - limit
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines) + (f"\n\n... and {more} more column(s), all below these." if more > 0 else "")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  " + "  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join(lines) + (f"\n  ... and {more} more column(s), all below these" if more > 0 else "")
@@ -322,31 +318,3 @@ def failure_message(record: dict[str, Any]) -> str:
             + ("..." if len(failed) > 10 else "") + "\n" + table(record)
             + "\n  If this data is what the model should now see, run again with drift.fail=null (drift then only "
               "warns) to retrain on it; `maas serve` keeps serving the packaged model meanwhile.")
-
-
-def for_card(record: dict[str, Any] | None, top: int = 10) -> dict[str, Any] | None:
-    """The model card's drift: the verdict and the `top` most drifted columns of the data it was validated on."""
-    if not record:
-        return None  # validated by a maas without drift
-    keep = ("reference", "method", "warn", "fail", "min_rows", "rows", "status", "reason", "worst", "warned", "failed")
-    return {k: record[k] for k in keep if k in record} | {"columns": dict(most_drifted(record)[:top]),
-                                                         "compared_columns": len(record["columns"])}
-
-
-def card_markdown(card_drift: dict[str, Any] | None) -> str:
-    """The model card's drift section (Markdown)."""
-    if not card_drift:
-        return "Not measured (validated by a maas without drift checks)."
-    if card_drift["status"] == NO_REFERENCE:
-        return f"No reference: {card_drift['reason']}."
-    ref = card_drift["reference"]
-    lines = [f"The {card_drift['rows']} validated rows against the {ref['rows']} training rows of the model packaged "
-             f"before this one, `{ref['bento_tag']}`: **{card_drift['status']}** ({card_drift['method'].upper()}, "
-             f"drift.warn={card_drift['warn']}, drift.fail={card_drift['fail']}).", ""]
-    if card_drift.get("reason"):
-        lines += [card_drift["reason"] + ".", ""]
-    more = card_drift["compared_columns"] - len(card_drift["columns"])
-    lines.append(table(card_drift, limit=len(card_drift["columns"]), markdown=True))
-    if more > 0:
-        lines += ["", f"... and {more} more column(s), all below these (data/validated/drift.json lists every one)."]
-    return "\n".join(lines)
