@@ -213,7 +213,7 @@ def served(tiny_run, tmp_path_factory):
     local = OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}})
     write_params(local, project / "params.yaml")
     keys_file = work / "api-keys.txt"
-    keys_file.write_text(f"{hash_key(SERVE_KEY)}  # tests\n")
+    keys_file.write_text(f"{hash_key(SERVE_KEY)}  admin  # tests\n")  # admin: tests read /metadata too
     # A short body timeout (the Bento's own is 10 s) so the slow-client tests get their 408 quickly;
     # it also shows that MAAS_SERVE_* reaches a built Bento.
     env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml"),

@@ -226,7 +226,7 @@ def cmd_api_key(args) -> None:
             raise MaasError("maas api-key hash reads the key from stdin: echo \"$KEY\" | maas api-key hash")
         print(keys.hash_key(key))
     elif args.action == "new":
-        key, digest = keys.new_key(Path(args.file), args.name)
+        key, digest = keys.new_key(Path(args.file), args.name, args.role)
         print(key)  # alone on stdout, so `KEY=$(maas api-key new ...)` captures it
         print(f"appended its sha256 {digest} to {args.file}; the key itself is stored nowhere: keep it now",
               file=sys.stderr)
@@ -317,6 +317,8 @@ def parser() -> argparse.ArgumentParser:
     kn = ka.add_parser("new", help="print a new key once and append its hash to the keys file")
     kn.add_argument("--file", required=True, help="the keys file (created if missing)")
     kn.add_argument("--name", help="a name for the key, written beside its hash")
+    kn.add_argument("--role", default="predict", choices=["predict", "admin"],
+                    help="predict: prediction routes; admin: also /metadata and every other keyed route")
     kr = ka.add_parser("revoke", help="remove a key from the keys file")
     kr.add_argument("which", help="the key's name or hash")
     kr.add_argument("--file", required=True)
