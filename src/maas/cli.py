@@ -188,7 +188,9 @@ def cmd_serve(args) -> None:
 
     from maas import io
     from maas.config import PARAMS_FILE, load_params
+    from maas.serving.tls import serve_flags
 
+    tls = serve_flags(args.ssl_certfile, args.ssl_keyfile)  # checked before anything is imported or started
     cfg = load_params(args.params or PARAMS_FILE)
     # Relative paths in params.yaml are relative to the project root (the working directory
     # here); BentoML's importer resolves a relative archive path from / instead.
@@ -213,7 +215,7 @@ def cmd_serve(args) -> None:
             raise MaasError(f"cannot import {archive} ({type(e).__name__}: {e}): "
                             "re-run the package stage or `dvc pull`") from None
     # The same interpreter as this command: `bentoml` on PATH may be another install, or none.
-    argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
+    argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port), *tls]
     print(" ".join(argv), flush=True)
     os.execv(argv[0], argv)
 
@@ -240,11 +242,13 @@ def at_project_root(args) -> None:
     command line stay relative to where the user typed them."""
     from maas.config import project_root
 
-    for name in ("params", "out", "sweep_dir"):
+    for name in ("params", "out", "sweep_dir", "ssl_certfile", "ssl_keyfile"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
-    if keys_file := os.environ.get("MAAS_API_KEYS_FILE"):  # so does the keys file `maas serve` passes on
-        os.environ["MAAS_API_KEYS_FILE"] = str(Path(keys_file).resolve())
+    # So do the files named in the environment that `maas serve` and the package stage pass on.
+    for variable in ("MAAS_API_KEYS_FILE", "MAAS_MODEL_KEY_FILE", "MAAS_SSL_CERTFILE", "MAAS_SSL_KEYFILE"):
+        if value := os.environ.get(variable):
+            os.environ[variable] = str(Path(value).resolve())
     os.chdir(project_root())
 
 
@@ -309,6 +313,8 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="serve the packaged Bento with `bentoml serve`")
     v.add_argument("--params", help="default: params.yaml at the project root")
     v.add_argument("--port", type=int, default=3000)
+    v.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (default: $MAAS_SSL_CERTFILE)")
+    v.add_argument("--ssl-keyfile", help="the certificate's PEM private key (default: $MAAS_SSL_KEYFILE)")
     v.set_defaults(fn=cmd_serve)
 
     k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
