@@ -18,9 +18,11 @@
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
-    maas api-key new --file F [--name N]   print a new API key once, append its hash to F
+                                      (--ssl-certfile C --ssl-keyfile K: over HTTPS)
+    maas api-key new --file F [--name N] [--role predict|admin]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
+    maas model-key new [--file F]     make a key for serve.encrypt (printed, or written to a new file F)
 """
 
 from __future__ import annotations
@@ -237,6 +239,20 @@ def cmd_api_key(args) -> None:
             print(f"revoked {entry.name or entry.digest} (line {entry.line} of {args.file})")
 
 
+def cmd_model_key(args) -> None:
+    from maas.serving import encryption
+
+    if args.file is None:
+        key = encryption.new_key()
+        print(key)  # alone on stdout: `MAAS_MODEL_KEY=$(maas model-key new)` (or a secret store) takes it
+        print(f"key fingerprint {encryption.ModelKey.parse(key, 'the new key').key_id}; the key is stored nowhere: "
+              "keep it now, a model encrypted with it can't be served without it", file=sys.stderr)
+        return
+    key = encryption.write_new_key(Path(args.file))
+    print(f"wrote a new key to {args.file} (readable by you only), fingerprint {key.key_id}: "
+          f"export {encryption.KEY_FILE_ENV}={Path(args.file).resolve()}")
+
+
 def at_project_root(args) -> None:
     """Work from the project root, as dvc does from a subfolder; files named on the
     command line stay relative to where the user typed them."""
@@ -329,6 +345,12 @@ def parser() -> argparse.ArgumentParser:
     kr.add_argument("which", help="the key's name or hash")
     kr.add_argument("--file", required=True)
     ka.add_parser("hash", help="print the sha256 of the key read from stdin")
+
+    mk = sub.add_parser("model-key", help="make the key serve.encrypt encrypts the packaged model with")
+    mk.set_defaults(fn=cmd_model_key, anywhere=True)
+    mka = mk.add_subparsers(dest="action", required=True)
+    mkn = mka.add_parser("new", help="print a new 256-bit key, or write it to a new file (--file)")
+    mkn.add_argument("--file", help="write the key here (must not exist; made readable by you only)")
     return p
 
 
