@@ -39,6 +39,19 @@ def encrypt_into(plain, stored, key) -> dict:
     return integrity.manifest(sorted(plain.iterdir()))
 
 
+@pytest.fixture
+def stored(model, key):
+    """The model's files encrypted with `key`."""
+    encrypt_into(*model, key)
+    return model[1]
+
+
+def open_model(stored, recorded: ModelKey, key: ModelKey | None = None, **environ: str) -> None:
+    """Read the stored model as a Bento recording `recorded`'s fingerprint does, with `key` (or `environ`'s)."""
+    with readable(stored, build_args(recorded)[ENCRYPTION_ARG], key, environ=environ):
+        pass
+
+
 def test_stored_files_are_ciphertext_and_decrypt_in_memory_to_the_packaged_ones(model, key):
     plain, stored = model
     manifest = encrypt_into(plain, stored, key)
@@ -73,33 +86,24 @@ def test_a_plain_bento_is_read_where_it_is_and_a_set_key_is_warned_about(model, 
     assert "MAAS_MODEL_KEY_FILE is set, but this Bento's model is not encrypted" in caplog.text
 
 
-def test_no_key_names_both_variables(model, key):
-    plain, stored = model
-    encrypt_into(plain, stored, key)
+def test_no_key_names_both_variables(stored, key):
     with pytest.raises(ConfigError, match=f"this Bento's model is encrypted \\(AES-256-GCM, key fingerprint "
                                           f"{key.key_id}\\): set MAAS_MODEL_KEY to the key, or MAAS_MODEL_KEY_FILE"):
-        with readable(stored, build_args(key)[ENCRYPTION_ARG], environ={}):
-            pass
+        open_model(stored, key)
 
 
-def test_another_key_is_named_a_wrong_key_by_its_fingerprint(model, key):
-    plain, stored = model
-    encrypt_into(plain, stored, key)
+def test_another_key_is_named_a_wrong_key_by_its_fingerprint(stored, key):
     other = ModelKey.parse(encryption.new_key(), KEY_ENV)
     with pytest.raises(ArtifactError, match=f"^wrong key or tampered file: MAAS_MODEL_KEY is the key of fingerprint "
                                             f"{other.key_id}, but .* fingerprint {key.key_id}$"):
-        with readable(stored, build_args(key)[ENCRYPTION_ARG], other):
-            pass
+        open_model(stored, key, other)
 
 
-def test_the_bentos_fingerprint_forged_to_another_keys_still_fails_to_decrypt(model, key):
-    plain, stored = model
-    encrypt_into(plain, stored, key)
+def test_the_bentos_fingerprint_forged_to_another_keys_still_fails_to_decrypt(stored):
     other = ModelKey.parse(encryption.new_key(), KEY_ENV)
     with pytest.raises(ArtifactError, match=r"model\.yaml does not decrypt with MAAS_MODEL_KEY \(wrong key or tampered "
                                             r"file\); weights\.safetensors does not decrypt"):
-        with readable(stored, build_args(other)[ENCRYPTION_ARG], other):
-            pass
+        open_model(stored, other, other)
 
 
 def flip_a_byte(stored):
@@ -129,13 +133,10 @@ def folder_added(stored):
 
 
 @pytest.mark.parametrize("tamper", [flip_a_byte, swap_names, plain_file_added, folder_added])
-def test_a_tampered_store_is_refused_naming_the_file(model, key, tamper):
-    plain, stored = model
-    encrypt_into(plain, stored, key)
+def test_a_tampered_store_is_refused_naming_the_file(stored, key, tamper):
     expected = tamper(stored)
     with pytest.raises(ArtifactError, match="^the encrypted model in .* can't be read: ") as e:
-        with readable(stored, build_args(key)[ENCRYPTION_ARG], key):
-            pass
+        open_model(stored, key, key)
     assert expected in str(e.value)
 
 
