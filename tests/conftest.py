@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -129,8 +130,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Wait until `url` answers 200; fail early if the server process died."""
+def wait_http(url: str, proc: subprocess.Popen, timeout: float, verify=True) -> None:
+    """Wait until `url` answers 200; fail early if the server process died. `verify`: httpx's (an
+    ssl.SSLContext trusting the server's certificate, for an https URL)."""
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -138,7 +140,7 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
         if proc.poll() is not None:
             raise AssertionError(f"server exited with {proc.returncode} before {url} answered")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -213,7 +215,7 @@ def served(tiny_run, tmp_path_factory):
     local = OmegaConf.merge(cfg, {"paths": {"bento": "models/bento"}})
     write_params(local, project / "params.yaml")
     keys_file = work / "api-keys.txt"
-    keys_file.write_text(f"{hash_key(SERVE_KEY)}  # tests\n")
+    keys_file.write_text(f"{hash_key(SERVE_KEY)}  admin  # tests\n")  # admin: tests read /metadata too
     # A short body timeout (the Bento's own is 10 s) so the slow-client tests get their 408 quickly;
     # it also shows that MAAS_SERVE_* reaches a built Bento.
     env = {**without_venv_on_path(), "BENTOML_HOME": str(work / "bentoml"),
@@ -235,7 +237,8 @@ def served(tiny_run, tmp_path_factory):
 @contextmanager
 def serving_project(cfg, work: Path, **env: str) -> Iterator[str]:
     """`<venv>/bin/maas serve` of the Bento `cfg`'s run packaged, from a new project holding it, with an empty
-    BentoML store under `work`, no API keys and the venv not on PATH, as a user runs it; yields the URL."""
+    BentoML store under `work`, no API keys and the venv not on PATH, as a user runs it; yields the URL
+    (https when `env` names a certificate, MAAS_SSL_CERTFILE, which must then be for 127.0.0.1)."""
     from omegaconf import OmegaConf
 
     from maas.params_file import write_params
@@ -247,11 +250,43 @@ def serving_project(cfg, work: Path, **env: str) -> Iterator[str]:
     environ.update(BENTOML_HOME=str(work / "bentoml"), **env)
     port = free_port()
     proc = start([str(BIN / "maas"), "serve", "--port", str(port)], work / "serve.log", env=environ, cwd=project)
+    tls = "MAAS_SSL_CERTFILE" in env
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout=120)
-        yield f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", proc, timeout=120,
+                  verify=ssl.create_default_context(cafile=env["MAAS_SSL_CERTFILE"]) if tls else True)
+        yield url
     finally:
         stop(proc)
+
+
+def make_certificate(directory: Path, password: bytes | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM, encrypted with `password` if
+    given), made with `cryptography`: (cert.pem, key.pem). A client trusts the server by trusting cert.pem."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "maas tests")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    encryption = (serialization.BestAvailableEncryption(password) if password
+                  else serialization.NoEncryption())
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    return cert_file, key_file
 
 
 def own_store(served: dict, dest: Path) -> Path:

@@ -18,11 +18,13 @@
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
+                                      (--ssl-certfile C --ssl-keyfile K: over HTTPS)
     maas lineage [BENTO]              the commit, dvc.lock, data and config a Bento came from, and what
                                       differs in the workspace now (exit 1 if anything does)
-    maas api-key new --file F [--name N]   print a new API key once, append its hash to F
+    maas api-key new --file F [--name N] [--role predict|admin]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
+    maas model-key new [--file F]     make a key for serve.encrypt (printed, or written to a new file F)
 """
 
 from __future__ import annotations
@@ -219,9 +221,12 @@ def cmd_serve(args) -> None:
     from maas.packaged import packaged_bento
     from maas.params_file import PARAMS_FILE, load_params
 
+    from maas.serving.tls import serve_flags
+
+    tls = serve_flags(args.ssl_certfile, args.ssl_keyfile)  # checked before anything is imported or started
     info = packaged_bento(load_params(args.params or PARAMS_FILE))
     # The same interpreter as this command: `bentoml` on PATH may be another install, or none.
-    argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
+    argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port), *tls]
     print(" ".join(argv), flush=True)
     os.execv(argv[0], argv)
 
@@ -242,7 +247,7 @@ def cmd_api_key(args) -> None:
             raise MaasError("maas api-key hash reads the key from stdin: echo \"$KEY\" | maas api-key hash")
         print(keys.hash_key(key))
     elif args.action == "new":
-        key, digest = keys.new_key(Path(args.file), args.name)
+        key, digest = keys.new_key(Path(args.file), args.name, args.role)
         print(key)  # alone on stdout, so `KEY=$(maas api-key new ...)` captures it
         print(f"appended its sha256 {digest} to {args.file}; the key itself is stored nowhere: keep it now",
               file=sys.stderr)
@@ -251,16 +256,32 @@ def cmd_api_key(args) -> None:
             print(f"revoked {entry.name or entry.digest} (line {entry.line} of {args.file})")
 
 
+def cmd_model_key(args) -> None:
+    from maas.serving import encryption
+
+    if args.file is None:
+        key = encryption.new_key()
+        print(key)  # alone on stdout: `MAAS_MODEL_KEY=$(maas model-key new)` (or a secret store) takes it
+        print(f"key fingerprint {encryption.ModelKey.parse(key, 'the new key').key_id}; the key is stored nowhere: "
+              "keep it now, a model encrypted with it can't be served without it", file=sys.stderr)
+        return
+    key = encryption.write_new_key(Path(args.file))
+    print(f"wrote a new key to {args.file} (readable by you only), fingerprint {key.key_id}: "
+          f"export {encryption.KEY_FILE_ENV}={Path(args.file).resolve()}")
+
+
 def at_project_root(args) -> None:
     """Work from the project root, as dvc does from a subfolder; files named on the
     command line stay relative to where the user typed them."""
     from maas.params_file import project_root
 
-    for name in ("params", "out", "sweep_dir"):
+    for name in ("params", "out", "sweep_dir", "ssl_certfile", "ssl_keyfile"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
-    if keys_file := os.environ.get("MAAS_API_KEYS_FILE"):  # so does the keys file `maas serve` passes on
-        os.environ["MAAS_API_KEYS_FILE"] = str(Path(keys_file).resolve())
+    # So do the files named in the environment that `maas serve` and the package stage pass on.
+    for variable in ("MAAS_API_KEYS_FILE", "MAAS_MODEL_KEY_FILE", "MAAS_SSL_CERTFILE", "MAAS_SSL_KEYFILE"):
+        if value := os.environ.get(variable):
+            os.environ[variable] = str(Path(value).resolve())
     os.chdir(project_root())
 
 
@@ -325,6 +346,8 @@ def parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="serve the packaged Bento with `bentoml serve`")
     v.add_argument("--params", help="default: params.yaml at the project root")
     v.add_argument("--port", type=int, default=3000)
+    v.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (default: $MAAS_SSL_CERTFILE)")
+    v.add_argument("--ssl-keyfile", help="the certificate's PEM private key (default: $MAAS_SSL_KEYFILE)")
     v.set_defaults(fn=cmd_serve)
 
     ln = sub.add_parser("lineage", help="where a Bento came from (commit, dvc.lock, data, config), checked "
@@ -338,10 +361,18 @@ def parser() -> argparse.ArgumentParser:
     kn = ka.add_parser("new", help="print a new key once and append its hash to the keys file")
     kn.add_argument("--file", required=True, help="the keys file (created if missing)")
     kn.add_argument("--name", help="a name for the key, written beside its hash")
+    kn.add_argument("--role", default="predict", choices=["predict", "admin"],
+                    help="predict: prediction routes; admin: also /metadata and every other keyed route")
     kr = ka.add_parser("revoke", help="remove a key from the keys file")
     kr.add_argument("which", help="the key's name or hash")
     kr.add_argument("--file", required=True)
     ka.add_parser("hash", help="print the sha256 of the key read from stdin")
+
+    mk = sub.add_parser("model-key", help="make the key serve.encrypt encrypts the packaged model with")
+    mk.set_defaults(fn=cmd_model_key, anywhere=True)
+    mka = mk.add_subparsers(dest="action", required=True)
+    mkn = mka.add_parser("new", help="print a new 256-bit key, or write it to a new file (--file)")
+    mkn.add_argument("--file", help="write the key here (must not exist; made readable by you only)")
     return p
 
 

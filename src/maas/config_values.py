@@ -25,6 +25,7 @@ def check_values(cfg: DictConfig) -> None:
     from maas.data.table_preprocessor import encoded_width
     from maas.errors import ConfigError
     from maas.gates import CHAMPION_METRICS
+    from maas.serving import encryption
     from maas.serving.settings import ServeSettings
     from maas.stages.compress import settings as compress_settings
     from maas.validation.declared import check as check_declared_expectations
@@ -68,6 +69,7 @@ def check_values(cfg: DictConfig) -> None:
             number(cfg, f"orchestration.retries.attempts.{key}", 0, 50)  # Prefect's own cap on retry delays
         number(cfg, "orchestration.retries.delay_s", 0.0, 3600.0)
     ServeSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True))
+    encryption.enabled(cfg)
 
 
 # The architectures that take a table's row vector; the others read data.image_shape.

@@ -13,8 +13,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from maas import lineage
-from maas.errors import ArtifactError, MaasError
-from maas.serving import BENTO_MODEL_SUBDIR
+from maas.errors import ArtifactError, ConfigError, MaasError
+from maas.serving import BENTO_MODEL_SUBDIR, encryption
 
 
 def stored_record(bento_tag: str) -> tuple[dict[str, str], dict[str, Any]]:
@@ -34,7 +34,13 @@ def stored_record(bento_tag: str) -> tuple[dict[str, str], dict[str, Any]]:
     if not path.exists():
         raise ArtifactError(f"Bento {bento_tag} records no lineage (packaged by a maas before lineage): "
                             "run the package stage again")
-    return dict(bento.info.labels), json.loads(path.read_text())
+    blob = path.read_bytes()
+    if blob.startswith(encryption.MAGIC):  # packaged with serve.encrypt: the labels alone are in the clear
+        key = encryption.ModelKey.from_env()
+        if key is None:
+            raise ConfigError(f"Bento {bento_tag}'s model is encrypted: {encryption.HOW}")
+        blob = key.decrypt(blob, lineage.LINEAGE_FILE)
+    return dict(bento.info.labels), json.loads(blob)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

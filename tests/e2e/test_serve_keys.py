@@ -1,4 +1,5 @@
-"""API keys over real HTTP, on the session's server (`served`, keyed by a keys file: conftest.py).
+"""API keys and their roles over real HTTP, on the session's server (`served`, keyed by a keys file whose
+key has the admin role: conftest.py).
 
 Tests that add or revoke keys use their own, so the session's key keeps working for every other test.
 """
@@ -93,6 +94,63 @@ def test_deleting_a_keys_line_by_hand_revokes_it(served):
         f.writelines(line for line in lines if digest not in line)
     assert predict(served, key).status_code == 401
     assert predict(served, served["key"]).status_code == 200
+
+
+def get(served, path: str, key: str) -> httpx.Response:
+    return httpx.get(served["url"] + path, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+FORBIDDEN = {"error": "this route needs an API key with the admin role; this key has the predict role"}
+
+
+def forbidden_count(served) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{served['url']}/metrics", timeout=10).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "maas_rejected_requests_total" and s.labels.get("reason") == "forbidden")
+
+
+def test_a_predict_key_predicts_and_gets_403_naming_the_admin_role_elsewhere(served):
+    keys_file = str(served["keys_file"])
+    key = maas_api_key("new", "--file", keys_file, "--name", "role-predict")  # predict: the default role
+    try:
+        before = forbidden_count(served)
+        assert predict(served, key).status_code == 200
+        for path in ("/metadata", "/no-such-route"):
+            r = get(served, path, key)
+            assert r.status_code == 403 and r.json() == FORBIDDEN, (path, r.status_code, r.text)
+            assert r.headers["www-authenticate"] == 'Bearer error="insufficient_scope", scope="admin"'
+        assert get(served, "/schema.json", key).status_code == 200
+        assert forbidden_count(served) == before + 2
+    finally:
+        maas_api_key("revoke", "--file", keys_file, "role-predict")
+
+
+def test_an_admin_key_reads_the_metadata_and_predicts_until_revoked(served):
+    keys_file = str(served["keys_file"])
+    key = maas_api_key("new", "--file", keys_file, "--name", "role-admin", "--role", "admin")
+    r = get(served, "/metadata", key)
+    assert r.status_code == 200 and r.json()["bento_tag"] == served["bento_tag"]
+    assert predict(served, key).status_code == 200  # admin may do what predict may
+    maas_api_key("revoke", "--file", keys_file, "role-admin")
+    assert get(served, "/metadata", key).status_code == 401 and predict(served, key).status_code == 401
+
+
+def test_a_keys_role_changed_in_the_file_holds_from_the_next_request(served):
+    """Rotation without a restart or a rebuild: an operator edits a line's role by hand."""
+    keys_file = served["keys_file"]
+    key = maas_api_key("new", "--file", str(keys_file), "--name", "role-edited")
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    try:
+        assert get(served, "/metadata", key).status_code == 403
+        keys_file.write_text(keys_file.read_text().replace(f"{digest}  predict", f"{digest}  admin"))
+        assert get(served, "/metadata", key).status_code == 200
+        # A line without a role (as keys files were written before roles) is predict's.
+        keys_file.write_text(keys_file.read_text().replace(f"{digest}  admin", digest))
+        assert get(served, "/metadata", key).status_code == 403 and predict(served, key).status_code == 200
+    finally:
+        maas_api_key("revoke", "--file", str(keys_file), "role-edited")
 
 
 def test_a_keys_file_that_breaks_keeps_the_last_good_keys(served):

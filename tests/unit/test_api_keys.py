@@ -11,8 +11,8 @@ import pytest
 
 from maas.cli import main
 from maas.errors import ConfigError
-from maas.serving.auth import is_open
-from maas.serving.keys import FILE_ENV, PLAIN_ENV, Keys, hash_key, new_key, parse, revoke
+from maas.serving.auth import is_open, needed_role
+from maas.serving.keys import FILE_ENV, PLAIN_ENV, Keys, allows, hash_key, new_key, parse, revoke
 
 A, B = "a" * 64, "B" * 64
 PLAIN = "kV3nq9x_7pLr2Ws0-hJd"  # 20 characters: long enough for MAAS_API_KEYS
@@ -27,11 +27,36 @@ def test_parse_skips_comments_and_blank_lines_and_keeps_names():
     assert [(e.digest, e.name, e.line) for e in entries] == [(A, None, 3), ("b" * 64, "alice", 4)]
 
 
-@pytest.mark.parametrize("line", [PLAIN, A[:63], A + "0", f"sha256:{A}", f"{A} alice"])
+@pytest.mark.parametrize("line", [PLAIN, A[:63], A + "0", f"sha256:{A}", f"{A}admin", f"{A} {PLAIN}"])
 def test_a_line_that_is_not_a_hash_is_named_by_number_and_not_echoed(line):
     with pytest.raises(ConfigError, match=r"^keys\.txt: line 2 is not a key hash") as e:
         parse(f"{A}\n{line}\n", "keys.txt")
-    assert line not in str(e.value)  # a key pasted in place of its hash must not reach the log
+    assert line not in str(e.value) and PLAIN not in str(e.value)  # a pasted key must not reach the log
+
+
+def test_a_line_may_give_a_role_and_without_one_it_is_predict():
+    """Files written before roles keep working, and none of their keys gains a right."""
+    entries = parse(f"{A}\n{B}  admin  # ops\n{'c' * 64} predict\n", "keys.txt")
+    assert [(e.role, e.name) for e in entries] == [("predict", None), ("admin", "ops"), ("predict", None)]
+
+
+@pytest.mark.parametrize("role", ["alice", "Admin", "root", "PlainKeyPastedHere1234"])
+def test_an_unknown_role_is_refused_naming_the_line_and_the_roles_but_not_the_word(role):
+    with pytest.raises(ConfigError, match=r"^keys\.txt: line 1 names a role that is not predict or admin") as e:
+        parse(f"{A} {role}  # x\n", "keys.txt")
+    assert role not in str(e.value)
+
+
+def test_admin_may_do_what_predict_may_and_more():
+    assert allows("admin", "predict") and allows("admin", "admin") and allows("predict", "predict")
+    assert not allows("predict", "admin")
+
+
+@pytest.mark.parametrize("path, role", [("/predict", "predict"), ("/schema.json", "predict"), ("/metrics", "predict"),
+                                        ("/metadata", "admin"), ("/lineage", "admin"), ("/predict/", "admin"),
+                                        ("/no-such-route", "admin")])
+def test_prediction_routes_need_predict_and_every_other_keyed_route_admin(path, role):
+    assert needed_role(path) == role  # a route added later is admin's until listed as a prediction route
 
 
 def test_no_variable_set_means_no_keys():
@@ -61,6 +86,23 @@ def test_env_keys_are_plain_and_comma_separated():
     keys = Keys.from_env({PLAIN_ENV: f" {PLAIN} , {PLAIN[::-1]}"})
     assert keys.accepts(PLAIN) and keys.accepts(PLAIN[::-1])
     assert not keys.accepts(hash_key(PLAIN)) and not keys.accepts(PLAIN[:-1])
+
+
+def test_env_keys_take_a_role_before_a_colon_and_default_to_predict():
+    other = PLAIN.upper()
+    keys = Keys.from_env({PLAIN_ENV: f"admin:{PLAIN}, {other}, predict:{PLAIN[::-1]}"})
+    assert (keys.role(PLAIN), keys.role(other), keys.role(PLAIN[::-1])) == ("admin", "predict", "predict")
+    assert keys.role(f"admin:{PLAIN}") is None
+    with pytest.raises(ConfigError, match="MAAS_API_KEYS: key 2 of 2 has a role that is not predict or admin") as e:
+        Keys.from_env({PLAIN_ENV: f"{PLAIN},root:{other}"})
+    assert other not in str(e.value)
+
+
+def test_a_key_listed_twice_has_the_higher_role(tmp_path):
+    path = tmp_path / "keys.txt"
+    path.write_text(f"{hash_key(PLAIN)}  predict\n{hash_key(PLAIN)}  admin  # ops\n")
+    assert Keys.from_env({FILE_ENV: str(path)}).role(PLAIN) == "admin"
+    assert Keys.from_env({FILE_ENV: str(path), PLAIN_ENV: f"predict:{PLAIN}"}).role(PLAIN) == "admin"
 
 
 def test_the_file_is_reread_when_it_changes_and_a_broken_one_keeps_the_last_good_keys(tmp_path, caplog):
@@ -102,7 +144,7 @@ def test_cli_new_prints_a_key_and_appends_only_its_hash(tmp_path, monkeypatch, c
     assert main(["api-key", "new", "--file", "keys.txt", "--name", "alice"]) == 0
     key = capsys.readouterr().out.strip()
     assert len(key) >= 43 and key not in path.read_text()
-    assert path.read_text() == f"# ours\n{A}\n{hashlib.sha256(key.encode()).hexdigest()}  # alice\n"
+    assert path.read_text() == f"# ours\n{A}\n{hashlib.sha256(key.encode()).hexdigest()}  predict  # alice\n"
 
     assert main(["api-key", "new", "--file", "keys.txt", "--name", "alice"]) == 2
     assert "already has a key named alice" in capsys.readouterr().err
@@ -114,6 +156,19 @@ def test_cli_new_prints_a_key_and_appends_only_its_hash(tmp_path, monkeypatch, c
     assert path.read_text() == "# ours\n"
     assert main(["api-key", "revoke", "--file", "keys.txt", "alice"]) == 2
     assert "no key named or hashed 'alice'" in capsys.readouterr().err
+
+
+def test_cli_new_gives_the_role_asked_for(tmp_path, capsys):
+    path = tmp_path / "keys.txt"
+    assert main(["api-key", "new", "--file", str(path), "--name", "ops", "--role", "admin"]) == 0
+    admin = capsys.readouterr().out.strip()
+    assert main(["api-key", "new", "--file", str(path)]) == 0
+    predict = capsys.readouterr().out.strip()
+    keys = Keys.from_env({FILE_ENV: str(path)})
+    assert (keys.role(admin), keys.role(predict)) == ("admin", "predict")
+    with pytest.raises(SystemExit):
+        main(["api-key", "new", "--file", str(path), "--role", "root"])
+    assert "invalid choice: 'root'" in capsys.readouterr().err
 
 
 def test_cli_new_refuses_to_append_to_a_broken_file(tmp_path, capsys):
@@ -169,6 +224,6 @@ def test_metrics_needs_a_key_when_the_service_settings_say_so(monkeypatch):
         for required, expected in ((True, 401), (False, 200)):
             set_current_service(SimpleNamespace(settings=ServeSettings(metrics_require_key=required)))
             assert asyncio.run(status()) == expected
-            assert asyncio.run(status(Authorization=f"Bearer {PLAIN}")) == 200
+            assert asyncio.run(status(Authorization=f"Bearer {PLAIN}")) == 200  # a predict key may scrape
     finally:
         set_current_service(None)

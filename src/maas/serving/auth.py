@@ -5,6 +5,11 @@ from the Bento. It sits outside CheckRequests, so a request without a valid key 
 its body is read or parsed. Open: /livez, /readyz, /healthz, the OpenAPI UI (/, /docs.json, its static
 files) and /metrics unless serve.metrics_require_key. Everything else, including routes added later,
 needs a key: the list of open routes is the one that is written down.
+
+Each key has a role (keys.py). A `predict` key may call the routes in PREDICT_ROUTES; every other keyed
+route needs an `admin` key: /metadata (the model's lineage and config) and any route added later, so a
+new route is never open to prediction clients by mistake. A valid key without the role gets 403
+naming the role needed (a missing or unknown key gets 401).
 """
 
 from __future__ import annotations
@@ -16,13 +21,20 @@ from starlette.responses import JSONResponse
 
 from maas.errors import ConfigError
 from maas.serving import metrics
-from maas.serving.keys import Keys
+from maas.serving.keys import ADMIN, PREDICT, Keys, allows
 from maas.serving.schemas import ErrorResponse
 
 logger = logging.getLogger("maas.serving")
 OPEN = frozenset({"/livez", "/readyz", "/healthz", "/", "/docs.json"})
 OPEN_PREFIXES = ("/static_content/",)  # the OpenAPI UI's scripts and styles (a StaticFiles mount)
+# What a predict key may call besides the open routes: predictions, BentoML's schema of the API (as
+# /docs.json, which is open) and /metrics when it is keyed (a scraper needs no admin rights).
+PREDICT_ROUTES = frozenset({"/predict", "/schema.json", "/metrics"})
 _UNLOADED = object()
+
+
+def needed_role(path: str) -> str:
+    return PREDICT if path in PREDICT_ROUTES else ADMIN
 
 
 def is_open(path: str, metrics_require_key: bool) -> bool:
@@ -40,11 +52,17 @@ def bearer(scope) -> str | None:
     return None
 
 
-def refuse(error: str, challenge: str) -> JSONResponse:
+def refuse(error: str, challenge: str, status: int = 401) -> JSONResponse:
     # Nothing about the model or the keys: a client without a key learns only how to send one.
-    metrics.count_rejection("unauthorized")
-    return JSONResponse(ErrorResponse(error=error).model_dump(), status_code=401,
+    metrics.count_rejection("unauthorized" if status == 401 else "forbidden")
+    return JSONResponse(ErrorResponse(error=error).model_dump(), status_code=status,
                         headers={"WWW-Authenticate": challenge})
+
+
+def forbid(needed: str, role: str) -> JSONResponse:
+    # RFC 6750: a valid token without the rights gets 403 and error="insufficient_scope".
+    return refuse(f"this route needs an API key with the {needed} role; this key has the {role} role",
+                  f'Bearer error="insufficient_scope", scope="{needed}"', status=403)
 
 
 def _metrics_require_key() -> bool:
@@ -82,12 +100,17 @@ class RequireKey:
                 or is_open(path, path == "/metrics" and _metrics_require_key()):
             return await self.app(scope, receive, send)
         key = bearer(scope)
-        if key is not None and self.keys.accepts(key):
+        role = None if key is None else self.keys.role(key)
+        if role is not None and allows(role, needed_role(path)):
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        response = (refuse("this route needs an API key: send the header 'Authorization: Bearer <key>'", "Bearer")
-                    if key is None else refuse("the API key is not valid", 'Bearer error="invalid_token"'))
+        if role is not None:
+            response = forbid(needed_role(path), role)
+        elif key is None:
+            response = refuse("this route needs an API key: send the header 'Authorization: Bearer <key>'", "Bearer")
+        else:
+            response = refuse("the API key is not valid", 'Bearer error="invalid_token"')
         await response(scope, receive, send)
 
     async def _startup(self, scope, receive, send) -> None:

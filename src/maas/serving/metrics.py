@@ -38,6 +38,7 @@ Reason = Literal[
     "body_too_large",    # more than max_body_bytes
     "body_timeout",      # the body did not arrive within body_timeout_s
     "unauthorized",      # no or a wrong API key
+    "forbidden",         # a valid API key without the role the route needs
     "other",             # a BadRequest raised without a reason
 ]
 REASONS: tuple[str, ...] = get_args(Reason)

@@ -31,7 +31,7 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
 from maas.errors import ArtifactError
-from maas.serving import BENTO_MODEL_SUBDIR, checked_input, integrity, metadata, metric_paths, metrics
+from maas.serving import BENTO_MODEL_SUBDIR, checked_input, encryption, integrity, metadata, metric_paths, metrics
 from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
 from maas.serving.limits import check_timeouts
@@ -64,6 +64,8 @@ class ServiceArgs(BaseModel):
     workers: int = 1                        # serve.workers (MAAS_SERVE_WORKERS overrides it)
     # Every file of that model: {name: {"sha256", "bytes"}} (integrity.MANIFEST_ARG).
     model_files: dict[str, dict[str, Any]] | None = None
+    # {"cipher", "key_id"} when the model's files are encrypted (serve.encrypt: encryption.ENCRYPTION_ARG).
+    model_encryption: dict[str, str] | None = None
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
@@ -115,7 +117,11 @@ class DigitsService:
     def __init__(self) -> None:
         # A failure here must end the process: BentoML exits when __init__ raises,
         # so a broken model never leaves a server up that answers nothing.
-        root = Path(self.bento_model.path_of(BENTO_MODEL_SUBDIR))
+        stored = Path(self.bento_model.path_of(BENTO_MODEL_SUBDIR))
+        with encryption.readable(stored, ARGS.model_encryption) as root:  # decrypted in memory if encrypted
+            self._load(root)
+
+    def _load(self, root: Path) -> None:
         integrity.check(root, ARGS.model_files)  # the files the package stage built, no more, no fewer
         # model_files checks the weights (sha256, all finite) and builds the architecture by name: the
         # model directory is data, so nothing in it can choose what code runs here.

@@ -6,6 +6,7 @@ as a build argument (never `:latest`), then exported to `paths.bento` so DVC
 versions it and `maas serve` can re-import it on a machine whose store lacks it.
 The build arguments also record every model file's sha256 and size
 (`maas.serving.integrity`), so the served model is checked against what was built.
+With serve.encrypt, the model's files are stored encrypted (`maas.serving.encryption`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from maas import io, lineage
 from maas.bento_archive import bento_version, tree_digest, write_archive
 from maas.data.profile import PROFILE_FILE
 from maas.gates import BENTO_FILE
-from maas.serving import BENTO_MODEL_SUBDIR, integrity
+from maas.serving import BENTO_MODEL_SUBDIR, encryption, integrity
 from maas.serving.metadata import CARD_FILE
 from maas.serving.table_requests import request_columns
 from maas.stages import Stage, stage_entry, tracked_config
@@ -45,24 +46,28 @@ SERVICE_PACKAGES = ("safetensors", "numpy", "omegaconf", "pyyaml", "pydantic", "
                     "prometheus-client")
 # A table model's preprocessor (maas.data.table_preprocessor) runs on pandas; an image Bento doesn't import it.
 KIND_PACKAGES = {"image": (), "table": ("pandas",)}
+ENCRYPTION_PACKAGES = ("cryptography",)  # serve.encrypt: the service decrypts the model (maas.serving.encryption)
 RUNTIME_PACKAGES = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "keras"), "onnxruntime": ("onnxruntime",),
                     "litert": ("ai-edge-litert",)}
 
 
-def content_version(files: list[Path]) -> str:
+def content_version(files: list[Path], key: encryption.ModelKey | None = None) -> str:
     h = hashlib.sha256()
     for f in sorted(files, key=lambda p: p.name):
         h.update(f.name.encode())
         h.update(f.read_bytes())
+    if key is not None:  # stored encrypted with that key: another model in the store than the plain one
+        h.update(f"{encryption.CIPHER}:{key.key_id}".encode())
     return h.hexdigest()[:16]
 
 
-def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
-    """Copy `files` into a BentoML model named `name`; reuse it if that content is already stored."""
+def save_bento_model(name: str, files: list[Path], metadata: dict, key: encryption.ModelKey | None = None) -> str:
+    """Copy `files` into a BentoML model named `name` (encrypted with `key` if given); reuse it if that
+    content is already stored."""
     import bentoml
     from bentoml.exceptions import NotFound
 
-    tag = f"{name}:{content_version(files)}"
+    tag = f"{name}:{content_version(files, key)}"
     try:
         return str(bentoml.models.get(tag).tag)
     except NotFound:
@@ -71,27 +76,30 @@ def save_bento_model(name: str, files: list[Path], metadata: dict) -> str:
         target = Path(ref.path_of(BENTO_MODEL_SUBDIR))
         target.mkdir()
         for f in files:
-            shutil.copy2(f, target / f.name)
+            encryption.store(f, target / f.name, key)
     return tag
 
 
-def check_stored(model_tag: str, model_files: dict[str, dict]) -> None:
-    """The store's copy must be these files: a reused tag whose files were damaged since would
-    otherwise be built into a Bento that refuses to start."""
+def check_stored(model_tag: str, model_files: dict[str, dict], key: encryption.ModelKey | None = None) -> None:
+    """The store's copy must be these files (decrypted with `key` if given): a reused tag whose files were
+    damaged since would otherwise be built into a Bento that refuses to start."""
     import bentoml
 
-    integrity.check(bentoml.models.get(model_tag).path_of(BENTO_MODEL_SUBDIR), model_files,
-                    remedy=f"`bentoml models delete {model_tag}` (the store's copy), then run the package stage again")
+    stored = bentoml.models.get(model_tag).path_of(BENTO_MODEL_SUBDIR)
+    with encryption.readable(stored, encryption.build_args(key).get(encryption.ENCRYPTION_ARG), key) as files:
+        integrity.check(files, model_files, remedy=f"`bentoml models delete {model_tag}` (the store's copy), "
+                        "then run the package stage again")
 
 
-def service_requirements(runtime: str, kind: str = "image") -> str:
-    """The service's imports, with what runs the model (and a table's preprocessing), at the exact versions
-    installed here, for the Bento's image."""
+def service_requirements(runtime: str, kind: str = "image", encrypted: bool = False) -> str:
+    """The service's imports, with what runs the model (and a table's preprocessing, and what decrypts an
+    encrypted one), at the exact versions installed here, for the Bento's image."""
     from importlib.metadata import version
 
     # A local label like +cpu names this machine's wheel, not a release an image can install.
-    return "".join(f"{name}=={version(name).split('+')[0]}\n"
-                   for name in (*RUNTIME_PACKAGES[runtime], *SERVICE_PACKAGES, *KIND_PACKAGES[kind]))
+    packages = (*RUNTIME_PACKAGES[runtime], *SERVICE_PACKAGES, *KIND_PACKAGES[kind],
+                *(ENCRYPTION_PACKAGES if encrypted else ()))
+    return "".join(f"{name}=={version(name).split('+')[0]}\n" for name in packages)
 
 
 def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, args: dict[str, object],
@@ -102,7 +110,7 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, 
     import bentoml
     from bentoml.exceptions import NotFound
 
-    requirements = service_requirements(runtime, str(args["data_kind"]))
+    requirements = service_requirements(runtime, str(args["data_kind"]), encryption.ENCRYPTION_ARG in args)
     args = {"model_tag": model_tag, **args}
     version = bento_version(model=model_tag, name=bento_name, args=args, labels=labels, requirements=requirements,
                             bentofile=bentofile.read_text(), code=tree_digest(PACKAGE_ROOT))
@@ -170,6 +178,7 @@ def run(cfg: DictConfig) -> dict:
     from maas.model_card import build_card, render_markdown
 
     compressed, reports = Path(cfg.paths.compressed), Path(cfg.paths.reports)
+    key = encryption.package_key(cfg)  # None unless serve.encrypt; a missing key fails before any work
     spec = read_spec(compressed)
     pre = _preprocessor(cfg)
     columns = request_columns(pre) if cfg.data.kind == "table" else None
@@ -193,8 +202,9 @@ def run(cfg: DictConfig) -> dict:
         card["lineage"] = lineage.labels(record)
         files.append(io.write_json(staged / CARD_JSON, {k: v for k, v in card.items() if k != "model_tag"}))
         model_files = integrity.manifest(files)
-        model_tag = save_bento_model(cfg.serve.model_name, files, metadata={"test_accuracy": metrics["test"]["accuracy"]})
-    check_stored(model_tag, model_files)
+        model_tag = save_bento_model(cfg.serve.model_name, files,
+                                     metadata={"test_accuracy": metrics["test"]["accuracy"]}, key=key)
+    check_stored(model_tag, model_files, key)
     card["model_tag"] = model_tag
     print(f"package: model {model_tag}; building Bento", flush=True)
     if columns is not None:  # the service's API takes {"rows": [...]} with these columns
@@ -202,7 +212,8 @@ def run(cfg: DictConfig) -> dict:
     else:
         service_args = {"data_kind": "image", "image_shape": ",".join(map(str, pre.image_shape)),
                         "pixel_dtype": pre.raw_dtype, "pixel_range": f"{pre.raw_min!r},{pre.raw_max!r}"}
-    service_args.update({"workers": str(cfg.serve.workers), integrity.MANIFEST_ARG: model_files})
+    service_args.update({"workers": str(cfg.serve.workers), integrity.MANIFEST_ARG: model_files,
+                         **encryption.build_args(key)})
     bento_tag = build_bento(model_tag, cfg.serve.bento_name, io.require(cfg.serve.bentofile, "bentofile").resolve(),
                             runtime(spec), service_args, labels=lineage.labels(record))
 
