@@ -39,13 +39,14 @@ from maas.errors import MaasError
 
 
 def _cfg(args):
-    from maas.config import compose
-    from maas.params_file import load_params
-
     if getattr(args, "params", None):
+        from maas.params_file import load_params
+
         if args.overrides:
             raise MaasError("--params reads a composed file; pass overrides to `maas compose` instead")
         return load_params(args.params)
+    from maas.config import compose
+
     return compose(args.overrides)
 
 

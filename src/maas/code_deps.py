@@ -22,9 +22,11 @@ PACKAGE = Path(__file__).resolve().parent  # src/maas
 PREFIX = "src/maas"                         # how dvc.yaml names PACKAGE, from the project root
 # Every `maas stage NAME --params params.yaml` reads params.yaml through maas.params_file first.
 RUNNER = ("maas.params_file",)
-# Loaded by every stage process but not part of what it computes: maas.cli only parses the command line
-# and hands the config to the stage (so an edit there re-runs nothing).
-NOT_STAGE_CODE = ("src/maas/cli.py",)
+# Loaded by every `maas stage` process but not part of what the stage computes: the runner, which parses
+# the command line (cli), finds the stage (registry), checks dvc.yaml against params.yaml (dvcfile and
+# this module) and, if the stage fails, puts back the outputs DVC deleted (restore). An edit there
+# re-runs nothing; tests/e2e/test_versioning.py checks that a stage process loads nothing else undeclared.
+NOT_STAGE_CODE = tuple(f"{PREFIX}/{m}.py" for m in ("cli", "registry", "dvcfile", "code_deps", "restore"))
 RECORD_ENV = "MAAS_RECORD_IMPORTS"
 
 

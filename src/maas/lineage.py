@@ -28,12 +28,14 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _git(root: Path, *args: str) -> str | None:
+def _git(root: Path, *args: str, strip: bool = True) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() if strip else out.stdout
 
 
 def input_paths(root: Path) -> list[str]:
@@ -55,8 +57,11 @@ def git_record(root: Path) -> dict[str, Any]:
     paths = input_paths(root)
     commit = _git(root, "log", "-1", "--format=%H", "--", *paths) or None
     when = _git(root, "log", "-1", "--format=%cI", commit) if commit else None
-    status = _git(root, "status", "--porcelain", "--", *paths) or ""
-    return {"commit": commit, "time": when, "dirty": sorted(line[3:] for line in status.splitlines() if line)}
+    status = _git(root, "status", "--porcelain=v1", "-z", "--", *paths, strip=False) or ""
+    # -z: "XY path\0" per entry (a rename adds its old path as the next entry), names unquoted
+    entries = [e for e in status.split("\0") if e]
+    return {"commit": commit, "time": when,
+            "dirty": sorted(e[3:] for e in entries if len(e) > 3 and e[2] == " ")}
 
 
 def lock_record(root: Path) -> dict[str, Any] | None:

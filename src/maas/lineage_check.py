@@ -107,7 +107,8 @@ def check(bento: str | None, cfg: DictConfig, root: Path) -> bool:
         if old != new:
             why = stage_differences(old or {}, new or {}) if old and new else ["no entry " + ("now" if old else "then")]
             diffs += [f"stage {name}: {line}" for line in why or ["entry differs"]]
-    report("dvc.lock", diffs, f"sha256 {lock.get('sha256', 'none')[:16]} of {', '.join(stages) or 'no stages'}")
+    report("dvc.lock", diffs, f"sha256 {lock.get('sha256', 'none')[:16]} of "
+           f"{', '.join(n for n in lineage.UPSTREAM if n in stages) or 'no stages'}")
 
     data_now = raw_md5(cfg)
     report("data", [f"{cfg.data.path} now has md5 {data_now}"] if data_now != record["data"]["md5"] else [],
