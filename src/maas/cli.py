@@ -18,6 +18,8 @@
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
     maas serve                        serve the Bento the package stage built
+    maas monitor [LOG_DIR] [overrides]  compare a server's prediction log with the packaged model's training
+                                      data: report.html + summary.json; exits 1 when a threshold is crossed
     maas api-key new --file F [--name N]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
@@ -173,13 +175,15 @@ def cmd_prefect_yaml(args) -> None:
 
 
 def cmd_deploy(args) -> None:
+    from omegaconf import OmegaConf
+
     from maas.config import compose
     from maas.deploy import check_server, deploy
 
     check_server()  # no server to deploy to: say so before touching prefect.yaml
     cfg = compose()
     write_prefect_yaml("prefect.yaml", cfg)  # what Prefect registers is what conf/ says now
-    deploy(cfg.orchestration.work_pool, Path.cwd())
+    deploy(cfg.orchestration.work_pool, Path.cwd(), OmegaConf.select(cfg, "orchestration.automations"))
 
 
 def cmd_serve(args) -> None:
@@ -212,10 +216,35 @@ def cmd_serve(args) -> None:
         except Exception as e:  # a truncated or foreign file fails in tar, lzma, yaml or BentoML
             raise MaasError(f"cannot import {archive} ({type(e).__name__}: {e}): "
                             "re-run the package stage or `dvc pull`") from None
+    _absolute_prediction_log(cfg)
     # The same interpreter as this command: `bentoml` on PATH may be another install, or none.
     argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
     print(" ".join(argv), flush=True)
     os.execv(argv[0], argv)
+
+
+def _absolute_prediction_log(cfg) -> None:
+    """The server runs in the Bento's folder: hand it the prediction log's folder as an absolute path, a
+    relative `serve.prediction_log.dir` taken from the project root (a relative MAAS_PREDICTION_LOG_DIR
+    was taken from where `maas serve` was typed)."""
+    from omegaconf import OmegaConf
+
+    from maas.serving.prediction_log import ENV_DIR, LogSettings
+
+    log = LogSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True).get("prediction_log"))
+    if log.on and not Path(log.dir).is_absolute():
+        os.environ[ENV_DIR] = str(Path(log.dir).resolve())
+
+
+def cmd_monitor(args) -> int:
+    from maas.monitoring import compare, report
+
+    cfg = compare.project_config(args.overrides)
+    summary = compare.compare(cfg, args.log_dir or cfg.monitor.log_dir, since_hours=args.since_hours)
+    page = report.write(summary, args.out or cfg.monitor.out).resolve()
+    print(compare.headline(summary))
+    print(f"report: {page}\nsummary: {page.with_name(report.SUMMARY_FILE)}")
+    return 1 if summary["crossed"] else 0
 
 
 def cmd_api_key(args) -> None:
@@ -240,11 +269,12 @@ def at_project_root(args) -> None:
     command line stay relative to where the user typed them."""
     from maas.config import project_root
 
-    for name in ("params", "out", "sweep_dir"):
+    for name in ("params", "out", "sweep_dir", "log_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
-    if keys_file := os.environ.get("MAAS_API_KEYS_FILE"):  # so does the keys file `maas serve` passes on
-        os.environ["MAAS_API_KEYS_FILE"] = str(Path(keys_file).resolve())
+    for variable in ("MAAS_API_KEYS_FILE", "MAAS_PREDICTION_LOG_DIR"):  # so do the files `maas serve` passes on
+        if value := os.environ.get(variable):
+            os.environ[variable] = str(Path(value).resolve())
     os.chdir(project_root())
 
 
@@ -311,6 +341,13 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=3000)
     v.set_defaults(fn=cmd_serve)
 
+    mo = sub.add_parser("monitor", help="compare a server's prediction log with the packaged model's training data")
+    mo.add_argument("log_dir", nargs="?", help="the prediction log's folder (default: monitor.log_dir)")
+    mo.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. monitor.class_shift=0.5")
+    mo.add_argument("--out", help="the report's folder (default: monitor.out)")
+    mo.add_argument("--since-hours", type=float, help="only requests logged this recently (default: monitor.since_hours)")
+    mo.set_defaults(fn=cmd_monitor)
+
     k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
     k.set_defaults(fn=cmd_api_key, anywhere=True)
     ka = k.add_subparsers(dest="action", required=True)
@@ -333,14 +370,16 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(r.startswith("-") for r in rest):
             p.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
+    if getattr(args, "log_dir", None) and "=" in args.log_dir and not Path(args.log_dir).exists():
+        args.overrides, args.log_dir = [args.log_dir, *args.overrides], None  # `maas monitor key=value`: no LOG_DIR
     try:
         if not getattr(args, "anywhere", False):  # a serving host holds a keys file, not a project
             at_project_root(args)
-        args.fn(args)
+        code = args.fn(args)
     except MaasError as e:
         print(f"maas: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0  # a command's own non-zero answer: `maas monitor` says 1 when a threshold is crossed
 
 
 if __name__ == "__main__":
