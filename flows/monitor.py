@@ -48,4 +48,4 @@ if __name__ == "__main__":
     folder = args.pop(0) if args and "=" not in args[0] else None
     state = monitor(log_dir=folder, overrides=args, return_state=True)
     if not state.is_completed():
-        sys.exit(f"monitor: {state.message}")
+        sys.exit(state.message)

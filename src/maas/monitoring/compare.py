@@ -172,9 +172,9 @@ def _judge(summary: dict, limits: dict) -> list[dict[str, Any]]:
     method = features["method"]
     found = {
         "feature_drift": (worst.get(method), enough_inputs,
-                          f"the most drifted feature, {worst['column']} ({method.upper()})" if worst
+                          f"{method.upper()} of {worst['column']}, the most drifted feature" if worst
                           else "no feature compared"),
-        "class_shift": (shift.get("psi"), enough_inputs, "predicted classes vs training labels (PSI)"),
+        "class_shift": (shift.get("psi"), enough_inputs, "PSI of the predicted classes vs the training labels"),
         "rejected_rate": (requests["rejected_rate"], enough_requests,
                           f"{requests['refused']} of {requests['logged']} logged requests refused"),
     }
