@@ -112,9 +112,12 @@ class LogFile:
         self._size += len(data)
 
     def _open(self) -> None:
-        self._seq += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        self._path = self.folder / f"{PREFIX}{stamp}-{os.getpid()}-{self._seq:04d}{OPEN}"
+        while True:  # a restarted server may have this pid again (a container's): never reuse a name
+            self._seq += 1
+            self._path = self.folder / f"{PREFIX}{stamp}-{os.getpid()}-{self._seq:04d}{OPEN}"
+            if not self._path.exists() and not self._path.with_name(self._path.name[:-len(OPEN)] + CLOSED).exists():
+                break
         self._file = open(self._path, "ab")
         self._size = self._path.stat().st_size
 
