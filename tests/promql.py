@@ -13,7 +13,11 @@ annotation names, and templates whose {{ }} are balanced.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "monitoring" / "prometheus" / "maas-alerts.yml"
+DASHBOARD = ROOT / "monitoring" / "grafana" / "maas-dashboard.json"
 FUNCTIONS_RANGE = {  # take a range vector (matrix)
     "rate", "irate", "increase", "delta", "idelta", "deriv", "changes", "resets", "predict_linear",
     "holt_winters", "double_exponential_smoothing", "absent_over_time", "present_over_time",
@@ -281,3 +285,18 @@ def check_rule_file(doc) -> set[str]:
                         raise PromQLError(f"{name}: {key}.{label} must be a string")
                     _check_template(f"{name}: {key}.{label}", value)
     return metrics
+
+
+def rule_file_metrics(path) -> set[str]:
+    """The metric names a rule file's expressions select (checked as check_rule_file does)."""
+    import yaml
+
+    return check_rule_file(yaml.safe_load(Path(path).read_text()))
+
+
+def dashboard_metrics(path) -> set[str]:
+    """The metric names a Grafana dashboard's queries select (every panel target's expr, parsed)."""
+    import json
+
+    dashboard = json.loads(Path(path).read_text())
+    return set().union(*(parse(t["expr"]) for p in dashboard["panels"] for t in p["targets"]))

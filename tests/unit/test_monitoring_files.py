@@ -4,7 +4,6 @@ model's /metrics is tests/e2e/test_serve_monitoring.py's."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -12,24 +11,12 @@ import yaml
 
 from conftest import ROOT
 from maas.config import compose
-from promql import PromQLError, check_rule_file, parse
-
-RULES = ROOT / "monitoring" / "prometheus" / "maas-alerts.yml"
-DASHBOARD = ROOT / "monitoring" / "grafana" / "maas-dashboard.json"
-
-
-def rule_file_metrics() -> set[str]:
-    return check_rule_file(yaml.safe_load(RULES.read_text()))
-
-
-def dashboard_metrics() -> set[str]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return set().union(*(parse(t["expr"]) for p in dashboard["panels"] for t in p["targets"]))
+from promql import DASHBOARD, RULES, PromQLError, check_rule_file, dashboard_metrics, rule_file_metrics
 
 
 def test_alert_rules_parse_and_cover_errors_latency_and_drift_at_the_configured_thresholds():
     assert {"bentoml_service_request_total", "bentoml_service_request_duration_seconds_bucket", "maas_input_drift",
-            "maas_prediction_class_shift"} <= rule_file_metrics()
+            "maas_prediction_class_shift"} <= rule_file_metrics(RULES)
     rules = {r["alert"]: r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
     assert {"MaasHighErrorRate", "MaasSlowPredictions", "MaasInputDrift", "MaasPredictionClassShift"} <= rules.keys()
     monitor = compose().monitor  # the alerts on the live gauges fire where `maas monitor` does
@@ -46,7 +33,7 @@ def test_alert_rules_parse_and_cover_errors_latency_and_drift_at_the_configured_
 
 
 def test_dashboard_queries_parse():
-    assert {"maas_input_drift", "maas_rejected_requests_total", "bentoml_service_request_total"} <= dashboard_metrics()
+    assert {"maas_input_drift", "maas_rejected_requests_total", "bentoml_service_request_total"} <= dashboard_metrics(DASHBOARD)
 
 
 def test_the_automation_file_is_prefects_format_once_its_block_is_named_by_id():

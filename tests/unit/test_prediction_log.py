@@ -73,3 +73,14 @@ def test_the_recorder_writes_request_lines_and_sampled_records_but_never_a_refus
     assert records[0]["probabilities"] == [[0.1, 0.9], [0.8, 0.2]] and records[0]["request_id"] == "req-1"
     assert records[1] == {"time": records[1]["time"], "request_id": "req-2", "model_tag": "maas-digits:abc",
                           "status": 400, "sample": 1.0, "error": "images[0] is not a list"}
+
+
+def test_a_relative_log_folder_is_refused_where_the_server_runs(tmp_path):
+    """BentoML runs the service in the Bento's own folder: a relative folder would land in the BentoML store
+    (`maas serve` hands the server an absolute one)."""
+    from maas.serving.recorder import start
+    from maas.serving.schemas import ImageSpec
+
+    (tmp_path / "serve.json").write_text(json.dumps({"prediction_log": {"dir": "logs"}}))
+    with pytest.raises(ConfigError, match="the prediction log's folder 'logs' .* is relative"):
+        start(tmp_path, model_tag="m:1", spec=ImageSpec((1, 8, 8), 0, 16, "int", 512), drift_window=10, table=False)

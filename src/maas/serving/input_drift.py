@@ -9,6 +9,7 @@ drift is published and a new window starts:
     maas_input_drift{statistic="ks"}       the largest per-feature KS distance
     maas_prediction_class_shift{statistic="psi"}  the predicted classes' shares vs the training labels'
     maas_drift_window_inputs               inputs in that window (0: no window full yet)
+    maas_drift_windows_total               windows completed so far
 
 NaN until the first window is full (an alert rule comparing NaN is never true). Counting happens on
 the recorder's thread (maas.serving.recorder), off the requests' path. A model packaged without a

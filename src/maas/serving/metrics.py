@@ -8,6 +8,7 @@
     maas_input_drift{statistic="psi"}             the worst feature's drift in the last window of inputs
     maas_prediction_class_shift                   the predicted classes' PSI vs the training labels' shares
     maas_drift_window_inputs                      inputs in that window (maas.serving.input_drift)
+    maas_drift_windows_total                      windows completed (each updates the drift gauges)
     maas_recorder_dropped_total{item="prediction"}  request lines, log records or inputs not recorded
 
 Every label takes values from a fixed set (the model's classes, REASONS, one model),
@@ -121,6 +122,7 @@ def _monitoring_metrics() -> SimpleNamespace:
                           "window vs the training labels' shares", multiprocess_mode="livemax"),
         window=Gauge("maas_drift_window_inputs", "Inputs in the last full drift window (0: none full yet)",
                      multiprocess_mode="livemax"),
+        windows=PromCounter("maas_drift_windows", "Drift windows completed (each updates the drift gauges)"),
         dropped=PromCounter("maas_recorder_dropped", "Request log lines, prediction log records or drift inputs "
                             "not recorded, by reason", ["item", "reason"]),
     )
@@ -144,6 +146,7 @@ def publish_drift(summary: dict) -> None:
     m.drift.labels("ks").set(summary["ks"])
     m.class_shift.set(summary["class_psi"])
     m.window.set(summary["inputs"])
+    m.windows.inc()
 
 
 def count_dropped(item: str, reason: str, n: int = 1) -> None:
