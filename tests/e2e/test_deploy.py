@@ -115,9 +115,7 @@ def test_deploy_registers_the_deployments_and_automation_then_workers_run_nightl
         prefect_server, project, tmp_path, webhook):
     url, notifications = webhook
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "MAAS_ALERT_WEBHOOK_URL": url}
-    t1 = time.monotonic()  # TIMING
     out = sh(project, "maas", "deploy", env=env)
-    print("TIMING deploy", time.monotonic() - t1)  # TIMING
     assert "work pool 'maas-pool' (process) created" in out, out
     assert "automation 'maas-monitor-alert' created (1 action(s))" in out, out
     # Again: the pool exists now, and deploying twice just updates the deployments and the automation.
@@ -165,7 +163,6 @@ def test_deploy_registers_the_deployments_and_automation_then_workers_run_nightl
     assert "Data and pipelines are up to date" in sh(project, "dvc", "status")
 
     # The model is packaged; its server logged noisy digits. maas-monitor fails, and the automation notifies.
-    t0 = time.monotonic()  # TIMING
     write_noisy_log(project)
     run, log = run_now(project, prefect_server, env, monitor, "maas-monitor/maas-monitor",
                        tmp_path / "monitor-worker.log", timeout=300)
@@ -177,7 +174,6 @@ def test_deploy_registers_the_deployments_and_automation_then_workers_run_nightl
     assert notifications, "the maas-monitor-alert automation sent nothing in 60 s"
     text = notifications[0]["text"]
     print(f"notification received: {text}")
-    print("TIMING monitor part", time.monotonic() - t0)  # TIMING
     assert text.startswith(f"maas-monitor: run {run['name']} Failed\n") and "monitor.feature_drift" in text
 
 
