@@ -84,3 +84,25 @@ def test_a_relative_log_folder_is_refused_where_the_server_runs(tmp_path):
     (tmp_path / "serve.json").write_text(json.dumps({"prediction_log": {"dir": "logs"}}))
     with pytest.raises(ConfigError, match="the prediction log's folder 'logs' .* is relative"):
         start(tmp_path, model_tag="m:1", spec=ImageSpec((1, 8, 8), 0, 16, "int", 512), drift_window=10, table=False)
+
+
+def test_a_log_that_cannot_be_written_is_counted_and_the_request_lines_go_on(tmp_path):
+    import shutil
+
+    from prometheus_client import REGISTRY
+
+    def dropped() -> float:
+        return REGISTRY.get_sample_value("maas_recorder_dropped_total", {"item": "prediction", "reason": "error"}) or 0
+
+    out, before = stdio.StringIO(), dropped()
+    recorder = Recorder(model_tag="m:1", log=LogSettings(dir=str(tmp_path / "log"), sample=1.0), field="images",
+                        to_inputs=image_inputs((1, 2, 2), integer=True), drift=None, out=out)
+    shutil.rmtree(tmp_path / "log")  # the folder is gone (an unmounted volume): no file can be opened
+    for i in range(3):
+        info = RequestInfo(f"r{i}", time.perf_counter(), time.time())
+        recorder.answered(info, np.zeros((1, 4), np.float32), [0], np.ones((1, 1)))
+        recorder.finished(info, "POST", "/predict", 200, None, predict=True)
+        time.sleep(0.05)  # one drain each
+    recorder.close()
+    assert [json.loads(line)["request_id"] for line in out.getvalue().splitlines()] == ["r0", "r1", "r2"]
+    assert dropped() - before == 3

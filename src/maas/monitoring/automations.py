@@ -69,6 +69,9 @@ def apply(client, path: str | Path, environ=os.environ) -> list[str]:
                                 f"{action.get('type')} action is left out (set {WEBHOOK_ENV} and deploy again)")
                     continue
             actions.append(action)
+        if spec.get("actions") and not actions:
+            said.append(f"automation {spec['name']!r} not registered: none of its actions can run")
+            continue
         try:
             automation = AutomationCore.model_validate({**spec, "actions": actions})
         except ValidationError as e:

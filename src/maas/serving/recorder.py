@@ -39,6 +39,7 @@ from maas.serving.input_drift import DriftWindow
 from maas.serving.prediction_log import ENV_DIR, LogFile, LogSettings, finite, timestamp
 
 logger = logging.getLogger("maas.serving")
+WARN_EVERY_S = 60.0  # at most one warning a minute per kind of item that fails to be recorded
 QUEUE_SIZE = 10_000  # requests' worth of work waiting for the thread (a stalled disk costs memory up to this)
 _STOP = object()
 
@@ -60,7 +61,12 @@ class Recorder:
                  drift: DriftWindow | None, out=None) -> None:
         self.model_tag, self.log, self.field, self.to_inputs, self.drift = model_tag, log, field, to_inputs, drift
         self.out = out or sys.stdout
-        self.file = LogFile(log.dir, log.max_file_bytes, log.max_files) if log.on else None
+        try:
+            self.file = LogFile(log.dir, log.max_file_bytes, log.max_files) if log.on else None
+        except OSError as e:
+            raise ConfigError(f"cannot write the prediction log's folder {log.dir} ({e}): serve.prediction_log.dir "
+                              f"or {ENV_DIR}") from None
+        self._warned: dict[str, float] = {}
         self._queue: queue.Queue = queue.Queue(QUEUE_SIZE)
         self._thread = threading.Thread(target=self._run, name="maas-recorder", daemon=True)
         self._thread.start()
@@ -140,7 +146,10 @@ class Recorder:
             fn(items)
         except Exception as e:  # noqa: BLE001: the thread outlives any one failure, counted
             metrics.count_dropped(what, "error", n)
-            logger.warning("maas recorder: %d %s item(s) not recorded: %s: %s", n, what, type(e).__name__, e)
+            if time.monotonic() - self._warned.get(what, -WARN_EVERY_S) >= WARN_EVERY_S:  # a full disk fails on and on
+                self._warned[what] = time.monotonic()
+                logger.warning("maas recorder: %d %s item(s) not recorded (maas_recorder_dropped_total counts them "
+                               "all): %s: %s", n, what, type(e).__name__, e)
 
     def _request_line(self, info: RequestInfo, method: str, path: str, status: int, error: str | None,
                       latency_ms: float) -> str:
