@@ -157,7 +157,8 @@ def compare(cfg: DictConfig, log_dir: str | Path, since_hours: float | None = No
     }
     summary["checks"] = _judge(summary, limits)
     summary["crossed"] = [c["check"] for c in summary["checks"] if c["status"] == "crossed"]
-    summary["status"] = "alert" if summary["crossed"] else "ok"
+    judged = any(c["status"] in ("ok", "crossed") for c in summary["checks"])
+    summary["status"] = "alert" if summary["crossed"] else "ok" if judged else "not judged"
     return summary
 
 
@@ -210,5 +211,10 @@ def headline(summary: dict) -> str:
                                             f"({c['detail']})" for c in crossed)
     judged = [c for c in summary["checks"] if c["status"] == "ok"]
     unjudged = [c["check"] for c in summary["checks"] if c["status"] in ("not judged", "not measured")]
-    return head + ": ok (" + ", ".join(f"{c['check']} {c['value']:.4g} < {c['threshold']:g}" for c in judged) + (
-        f"; not judged: {', '.join(unjudged)}" if unjudged else "") + ")"
+    said = ", ".join(f"{c['check']} {c['value']:.4g} < {c['threshold']:g}" for c in judged)
+    if not unjudged and not judged:
+        return head + ": every check is off (monitor.feature_drift, class_shift and rejected_rate are null)"
+    if not judged:
+        return head + f": nothing judged ({', '.join(unjudged)}: fewer than " \
+                      f"monitor.min_rows={summary['thresholds']['min_rows']} logged)"
+    return head + f": ok ({said}" + (f"; not judged: {', '.join(unjudged)}" if unjudged else "") + ")"
