@@ -15,7 +15,9 @@ import re
 import time
 import uuid
 
-import bentoml
+# Imported once: `bentoml.get_current_service` is a lazy module attribute, resolved again on every use.
+from bentoml import get_current_service
+from bentoml.exceptions import BentoMLException
 
 from maas.serving.recorder import RequestInfo
 
@@ -38,8 +40,8 @@ class LogRequests:
         if scope["type"] != "http" or scope["path"] in QUIET:
             return await self.app(scope, receive, send)
         try:
-            recorder = getattr(bentoml.get_current_service(), "recorder", None)
-        except bentoml.exceptions.BentoMLException:
+            recorder = getattr(get_current_service(), "recorder", None)
+        except BentoMLException:
             recorder = None
         if recorder is None:  # the service isn't ready: BentoML answers on its own
             return await self.app(scope, receive, send)
