@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io as stdio
 import json
+import os
 import time
 
 import numpy as np
@@ -106,3 +107,19 @@ def test_a_log_that_cannot_be_written_is_counted_and_the_request_lines_go_on(tmp
     recorder.close()
     assert [json.loads(line)["request_id"] for line in out.getvalue().splitlines()] == ["r0", "r1", "r2"]
     assert dropped() - before == 3
+
+
+def test_maas_serve_hands_the_server_a_relative_config_folder_as_an_absolute_one(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from maas.cli import _absolute_prediction_log
+
+    monkeypatch.chdir(tmp_path)  # `maas serve` runs from the project root
+    # Set, then deleted through monkeypatch: what the function sets is undone after the test, as an unset variable.
+    monkeypatch.setenv("MAAS_PREDICTION_LOG_DIR", "-")
+    monkeypatch.delenv("MAAS_PREDICTION_LOG_DIR")
+    _absolute_prediction_log(OmegaConf.create({"serve": {"prediction_log": {"dir": "logs/predictions"}}}))
+    assert os.environ["MAAS_PREDICTION_LOG_DIR"] == str(tmp_path / "logs" / "predictions")
+    monkeypatch.setenv("MAAS_PREDICTION_LOG_DIR", "/var/log/maas")  # the environment's own stays as it is
+    _absolute_prediction_log(OmegaConf.create({"serve": {"prediction_log": {"dir": "elsewhere"}}}))
+    assert os.environ["MAAS_PREDICTION_LOG_DIR"] == "/var/log/maas"
