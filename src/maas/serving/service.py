@@ -14,7 +14,9 @@ chooses the API's signature: `images` for an image model, `rows` for a table's.
 With API keys configured (MAAS_API_KEYS_FILE or MAAS_API_KEYS, see auth.py), every route but
 health and docs also needs `-H 'Authorization: Bearer <key>'`; without one it gets 401.
 Every refused request gets 400 with the body {"error": "<what is wrong>"}
-(ErrorResponse) and one WARNING line in the server log.
+(ErrorResponse) and one WARNING line in the server log. Every request gets an X-Request-ID and one
+JSON line on stdout (request_log.py, recorder.py); MAAS_PREDICTION_LOG_DIR turns on the prediction log
+(prediction_log.py), and /metrics has drift gauges over the answered inputs (input_drift.py).
 """
 
 from __future__ import annotations
