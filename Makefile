@@ -74,8 +74,9 @@ pipeline: $(STAMP) $(RAW)
 	maas compose
 	maas pipeline
 
-# Scheduled runs: the process work pool (created if missing), then maas-nightly and maas-sweep,
-# with the schedule conf/orchestration/ declares. Needs a server: `prefect server start`.
+# Scheduled runs: the process work pool (created if missing), then maas-nightly, maas-monitor and
+# maas-sweep, with the schedules conf/orchestration/ declares, and the automation that notifies when a
+# maas-monitor run fails (MAAS_ALERT_WEBHOOK_URL). Needs a server: `prefect server start`.
 deploy: $(STAMP)
 	maas deploy
 

@@ -21,6 +21,8 @@
                                       (--ssl-certfile C --ssl-keyfile K: over HTTPS)
     maas lineage [BENTO]              the commit, dvc.lock, data and config a Bento came from, and what
                                       differs in the workspace now (exit 1 if anything does)
+    maas monitor [LOG_DIR] [overrides]  compare a server's prediction log with the packaged model's training
+                                      data: report.html + summary.json; exits 1 when a threshold is crossed
     maas api-key new --file F [--name N] [--role predict|admin]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
@@ -209,13 +211,15 @@ def cmd_prefect_yaml(args) -> None:
 
 
 def cmd_deploy(args) -> None:
+    from omegaconf import OmegaConf
+
     from maas.config import compose
     from maas.deploy import check_server, deploy
 
     check_server()  # no server to deploy to: say so before touching prefect.yaml
     cfg = compose()
     write_prefect_yaml("prefect.yaml", cfg)  # what Prefect registers is what conf/ says now
-    deploy(cfg.orchestration.work_pool, Path.cwd())
+    deploy(cfg.orchestration.work_pool, Path.cwd(), OmegaConf.select(cfg, "orchestration.automations"))
 
 
 def cmd_serve(args) -> None:
@@ -225,7 +229,9 @@ def cmd_serve(args) -> None:
     from maas.serving.tls import serve_flags
 
     tls = serve_flags(args.ssl_certfile, args.ssl_keyfile)  # checked before anything is imported or started
-    info = packaged_bento(load_params(args.params or PARAMS_FILE))
+    cfg = load_params(args.params or PARAMS_FILE)
+    info = packaged_bento(cfg)
+    _absolute_prediction_log(cfg)
     # The same interpreter as this command: `bentoml` on PATH may be another install, or none.
     argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port), *tls]
     print(" ".join(argv), flush=True)
@@ -238,6 +244,30 @@ def cmd_lineage(args) -> None:
 
     if not check(args.bento, load_params(args.params or PARAMS_FILE), project_root()):
         raise SystemExit(1)
+
+
+def _absolute_prediction_log(cfg) -> None:
+    """The server runs in the Bento's folder: hand it the prediction log's folder as an absolute path, a
+    relative `serve.prediction_log.dir` taken from the project root (a relative MAAS_PREDICTION_LOG_DIR
+    was taken from where `maas serve` was typed)."""
+    from omegaconf import OmegaConf
+
+    from maas.serving.prediction_log import ENV_DIR, LogSettings
+
+    log = LogSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True).get("prediction_log"))
+    if log.on and not Path(log.dir).is_absolute():
+        os.environ[ENV_DIR] = str(Path(log.dir).resolve())
+
+
+def cmd_monitor(args) -> int:
+    from maas.monitoring import compare, report
+
+    cfg = compare.project_config(args.overrides)
+    summary = compare.compare(cfg, args.log_dir or cfg.monitor.log_dir, since_hours=args.since_hours)
+    page = report.write(summary, args.out or cfg.monitor.out).resolve()
+    print(compare.headline(summary))
+    print(f"report: {page}\nsummary: {page.with_name(report.SUMMARY_FILE)}")
+    return 1 if summary["crossed"] else 0
 
 
 def cmd_api_key(args) -> None:
@@ -276,11 +306,12 @@ def at_project_root(args) -> None:
     command line stay relative to where the user typed them."""
     from maas.params_file import project_root
 
-    for name in ("params", "out", "sweep_dir", "ssl_certfile", "ssl_keyfile"):
+    for name in ("params", "out", "sweep_dir", "ssl_certfile", "ssl_keyfile", "log_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
     # So do the files named in the environment that `maas serve` and the package stage pass on.
-    for variable in ("MAAS_API_KEYS_FILE", "MAAS_MODEL_KEY_FILE", "MAAS_SSL_CERTFILE", "MAAS_SSL_KEYFILE"):
+    for variable in ("MAAS_API_KEYS_FILE", "MAAS_MODEL_KEY_FILE", "MAAS_SSL_CERTFILE", "MAAS_SSL_KEYFILE",
+                     "MAAS_PREDICTION_LOG_DIR"):
         if value := os.environ.get(variable):
             os.environ[variable] = str(Path(value).resolve())
     os.chdir(project_root())
@@ -356,6 +387,14 @@ def parser() -> argparse.ArgumentParser:
     ln.add_argument("bento", nargs="?", help="a Bento tag (default: the packaged one, models/bento/bento.json)")
     ln.add_argument("--params", default=None, help="the composed config (default: params.yaml)")
     ln.set_defaults(fn=cmd_lineage)
+
+    mo = sub.add_parser("monitor", help="compare a server's prediction log with the packaged model's training data")
+    mo.add_argument("log_dir", nargs="?", help="the prediction log's folder (default: monitor.log_dir)")
+    mo.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. monitor.class_shift=0.5")
+    mo.add_argument("--out", help="the report's folder (default: monitor.out)")
+    mo.add_argument("--since-hours", type=float, help="only requests logged this recently (default: monitor.since_hours)")
+    mo.set_defaults(fn=cmd_monitor)
+
     k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
     k.set_defaults(fn=cmd_api_key, anywhere=True)
     ka = k.add_subparsers(dest="action", required=True)
@@ -386,14 +425,16 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(r.startswith("-") for r in rest):
             p.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
+    if getattr(args, "log_dir", None) and "=" in args.log_dir and not Path(args.log_dir).exists():
+        args.overrides, args.log_dir = [args.log_dir, *args.overrides], None  # `maas monitor key=value`: no LOG_DIR
     try:
         if not getattr(args, "anywhere", False):  # a serving host holds a keys file, not a project
             at_project_root(args)
-        args.fn(args)
+        code = args.fn(args)
     except MaasError as e:
         print(f"maas: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0  # a command's own non-zero answer: `maas monitor` says 1 when a threshold is crossed
 
 
 if __name__ == "__main__":

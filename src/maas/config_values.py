@@ -26,6 +26,8 @@ def check_values(cfg: DictConfig) -> None:
     from maas.errors import ConfigError
     from maas.gates import CHAMPION_METRICS
     from maas.serving import encryption
+    from maas.monitoring.compare import settings as monitor_settings
+    from maas.serving.prediction_log import LogSettings
     from maas.serving.settings import ServeSettings
     from maas.stages.compress import settings as compress_settings
     from maas.validation.declared import check as check_declared_expectations
@@ -70,6 +72,10 @@ def check_values(cfg: DictConfig) -> None:
         number(cfg, "orchestration.retries.delay_s", 0.0, 3600.0)
     ServeSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True))
     encryption.enabled(cfg)
+    if OmegaConf.select(cfg, "monitor") is not None:
+        monitor_settings(cfg)
+    # The server's environment may override these; here, the config's own values.
+    LogSettings.from_mapping(OmegaConf.to_container(cfg.serve, resolve=True).get("prediction_log"), environ={})
 
 
 # The architectures that take a table's row vector; the others read data.image_shape.

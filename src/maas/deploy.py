@@ -1,5 +1,6 @@
 """`maas deploy` (what `make deploy` runs): register prefect.yaml's deployments on the Prefect
-server in PREFECT_API_URL, creating their process work pool first if it is missing.
+server in PREFECT_API_URL, creating their process work pool first if it is missing, then the
+automations orchestration.automations declares (maas.monitoring.automations).
 
     prefect server start                                  # another terminal
     export PREFECT_API_URL=http://127.0.0.1:4200/api
@@ -53,9 +54,9 @@ def ensure_process_pool(client, name: str) -> bool:
     return False
 
 
-def deploy(pool: str, root: Path) -> None:
-    """Register every deployment in `root`/prefect.yaml, on the process work pool `pool`
-    (call check_server first)."""
+def deploy(pool: str, root: Path, automations: str | None = None) -> None:
+    """Register every deployment in `root`/prefect.yaml, on the process work pool `pool`, then the
+    automations in `root`/`automations` (call check_server first)."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -67,3 +68,9 @@ def deploy(pool: str, root: Path) -> None:
     argv = [sys.executable, "-m", "maas.prefect_cli", "--no-prompt", "deploy", "--all"]
     if subprocess.run(argv, cwd=root).returncode != 0:
         raise MaasError(f"`prefect deploy --all` failed in {root} (its output is above)")
+    if automations:
+        from maas.monitoring.automations import apply
+
+        with get_client(sync_client=True) as client:
+            for line in apply(client, root / automations):
+                print(line, flush=True)

@@ -56,12 +56,12 @@ def render_markdown(parts: list[tuple[str, object]]) -> str:
     return "\n".join(out)
 
 
-def render_html(parts: list[tuple[str, object]], figures: Path) -> str:
+def render_html(parts: list[tuple[str, object]], figures: Path, title: str = "Evaluation report") -> str:
     """`figures`: the folder holding the PNGs the parts name, embedded into the page."""
-    out = ["<!doctype html>", '<html><head><meta charset="utf-8"><title>Evaluation report</title>',
+    out = ["<!doctype html>", f'<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
            "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse;"
            "margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-           "td:first-child,th:first-child{text-align:left}</style></head><body>", "<h1>Evaluation report</h1>"]
+           "td:first-child,th:first-child{text-align:left}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     for heading, body in parts:
         if heading:
             out.append(f"<h2>{html.escape(heading)}</h2>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,9 @@ def wine_served(tmp_path_factory):
     for stage in all_stages():
         stage.run(cfg)
 
-    with serving_project(cfg, work) as url:
+    # The prediction log on for every request, and drift windows of 5 rows: a table's path through both.
+    with serving_project(cfg, work, MAAS_PREDICTION_LOG_DIR=str(work / "predictions"), MAAS_PREDICTION_LOG_SAMPLE="1",
+                         MAAS_SERVE_DRIFT_WINDOW="5") as url:
         yield {"url": url, "cfg": cfg, "work": work}
 
 
@@ -121,3 +124,27 @@ def test_the_card_and_the_document_describe_the_columns_and_the_fuzzer_finds_not
     assert out.returncode == 0 and "No issues found" in out.stdout, out.stdout[-8000:] + out.stderr[-2000:]
     bento = json.loads((Path(cfg.paths.bento) / "bento.json").read_text())
     assert card["bento_tag"] == bento["bento_tag"]
+
+
+def test_the_prediction_log_holds_rows_as_sent_and_the_monitor_and_gauges_read_them(wine_served):
+    from maas.data.sources import read_raw
+    from maas.monitoring.compare import compare
+    from maas.serving.prediction_log import read_log
+
+    cfg, url, folder = wine_served["cfg"], wine_served["url"], wine_served["work"] / "predictions"
+    test = read_split(cfg.paths.processed, "test")
+    rows = read_raw(cfg).iloc[test["index"]][list(cfg.data.features)].to_dict("records")[:5]
+    rows.append({**rows[0], "alcohol": None})  # null where the preprocessor fills it: logged as sent
+    r = httpx.post(f"{url}/predict", json={"rows": rows}, headers={"X-Request-ID": "wine-log-1"}, timeout=60)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while not (found := [x for x in read_log(folder) if x["request_id"] == "wine-log-1"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    [record] = found
+    assert record["rows"] == rows and record["classes"] == r.json()["classes"]
+    summary = compare(cfg, folder)  # against the packaged wine model's profile: every column, by name
+    assert summary["kind"] == "rows" and set(summary["features"]["columns"]) == set(cfg.data.features)
+    assert "skipped" not in summary["features"] and summary["classes"]["rows"] == summary["inputs"] >= 6
+    gauges = {line.split(" ")[0]: float(line.split(" ")[1]) for line in httpx.get(f"{url}/metrics").text.splitlines()
+              if line.startswith(("maas_drift_windows_total", "maas_input_drift{"))}
+    assert gauges["maas_drift_windows_total"] >= 1 and np.isfinite(gauges['maas_input_drift{statistic="psi"}'])

@@ -39,9 +39,11 @@ def test_prefect_yaml_schedules_the_nightly_run_as_conf_says_and_names_real_flow
 
     orch = compose().orchestration
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
-    assert sorted(deployments) == ["maas-nightly", "maas-sweep"]
+    assert sorted(deployments) == ["maas-monitor", "maas-nightly", "maas-sweep"]
     assert deployments["maas-nightly"]["schedules"] == [
         {"cron": orch.schedule.cron, "timezone": orch.schedule.timezone, "active": True}]
+    assert deployments["maas-monitor"]["schedules"] == [
+        {"cron": orch.monitor_schedule.cron, "timezone": orch.monitor_schedule.timezone, "active": True}]
     for d in deployments.values():
         assert d["work_pool"] == {"name": orch.work_pool}
         path, name = d["entrypoint"].split(":")

@@ -11,6 +11,9 @@ package, and read back by validate (`maas.validation.drift`). Per column:
   mean, std, min, max);
 - categorical: each value's share of the non-null values, and the null rate.
 
+and, given the label column, each class's share of the training rows (`classes`), which `maas monitor`
+compares the served model's predicted classes with.
+
 Bins are open at both ends ((-inf, c1], (c1, c2], ..., (ck, inf)), so any new
 value falls in some bin: values past the training range land in the end bins.
 
@@ -30,15 +33,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from maas import io
-from maas.data.table_preprocessor import count_categories
 from maas.errors import ArtifactError, ConfigError, DataValidationError
+
+# pandas is imported where a table is read, not here: an image model's server imports this module (its
+# drift gauge, maas.serving.input_drift), and an image Bento does not install pandas.
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT = "maas.data_profile/1"
 PROFILE_FILE = "profile.json"  # in paths.processed, in the Bento model's folder, and in paths.bento
@@ -72,6 +78,8 @@ def row_keys(rows: np.ndarray) -> np.ndarray:
 
 def numeric_values(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
     """`names` as float64 (rows, columns), NaN where missing; text or booleans are refused, naming the column."""
+    import pandas as pd
+
     out = np.empty((len(frame), len(names)), np.float64)
     for j, name in enumerate(names):
         if name not in frame.columns:
@@ -86,8 +94,10 @@ def numeric_values(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
 class ProfileBuilder:
     """Accumulates a profile over chunks of rows: `update(chunk)` for each, then `result()`."""
 
-    def __init__(self, columns: dict[str, str], bins: int = DEFAULT_BINS, sample_rows: int | None = None):
-        self.columns, self.bins = dict(columns), int(bins)
+    def __init__(self, columns: dict[str, str], bins: int = DEFAULT_BINS, sample_rows: int | None = None,
+                 label_column: str | None = None):
+        self.columns, self.bins, self.label_column = dict(columns), int(bins), label_column
+        self._labels: dict[str, int] = {}
         self.numeric = [n for n, t in self.columns.items() if t == "numeric"]
         self.categorical = [n for n, t in self.columns.items() if t == "categorical"]
         width = max(len(self.numeric), 1)
@@ -115,13 +125,21 @@ class ProfileBuilder:
                 keep = np.argpartition(keys, self.sample_rows - 1)[:self.sample_rows]
                 keys, sample = keys[keep], sample[keep]
             self._keys, self._sample = keys, sample
+        if self.categorical or self.label_column:
+            from maas.data.table_preprocessor import count_categories
         for name in self.categorical:
             if name not in frame.columns:
                 raise DataValidationError(f"the table has no column {name!r}")
             self._cat_nulls[name] += count_categories(frame[name], self._counts[name])
+        if self.label_column:
+            if self.label_column not in frame.columns:
+                raise DataValidationError(f"the table has no label column {self.label_column!r}")
+            count_categories(frame[self.label_column], self._labels)
         return self
 
     def _row_numbers(self, frame: pd.DataFrame) -> np.ndarray:
+        import pandas as pd
+
         # A table stored with its own (say, text) index has no row numbers: number its rows as they come.
         if pd.api.types.is_integer_dtype(frame.index):
             return np.asarray(frame.index, dtype=np.int64)
@@ -168,8 +186,21 @@ class ProfileBuilder:
                              "null_rate": _share(self._cat_nulls[name], self.rows),
                              "frequencies": {v: c / n for v, c in ranked}}
         ordered = {name: columns[name] for name in self.columns}
-        return {"format": FORMAT, "rows": self.rows, "bins": self.bins, "sample_rows": int(len(self._keys)),
-                "columns": ordered}
+        out = {"format": FORMAT, "rows": self.rows, "bins": self.bins, "sample_rows": int(len(self._keys)),
+               "columns": ordered}
+        if self.label_column:
+            labelled = sum(self._labels.values())
+            # Keyed by the class index as text (JSON keys), in class order.
+            out["classes"] = {k: n / labelled for k, n in sorted(self._labels.items(), key=lambda kv: class_order(kv[0]))}
+        return out
+
+
+def class_order(key: str) -> tuple:
+    """Sort key of a class written as text: numbers by value (2 before 10), then any others by name."""
+    try:
+        return (0, float(key), key)
+    except ValueError:
+        return (1, 0.0, key)
 
 
 def _share(part: int, whole: int) -> float:
@@ -177,9 +208,11 @@ def _share(part: int, whole: int) -> float:
 
 
 def build_profile(frames: pd.DataFrame | Iterable[pd.DataFrame], columns: dict[str, str],
-                  bins: int = DEFAULT_BINS) -> dict[str, Any]:
+                  bins: int = DEFAULT_BINS, label_column: str | None = None) -> dict[str, Any]:
     """The profile of one DataFrame or an iterable of chunks (their index: the rows' numbers)."""
-    builder = ProfileBuilder(columns, bins)
+    import pandas as pd
+
+    builder = ProfileBuilder(columns, bins, label_column=label_column)
     for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
         builder.update(frame)
     return builder.result()
@@ -194,7 +227,21 @@ def profile_bins(cfg: DictConfig) -> int:
 
 def training_profile(frames: pd.DataFrame | Iterable[pd.DataFrame], cfg: DictConfig) -> dict[str, Any]:
     """preprocess's one call: the profile of the training rows (a DataFrame or an iterable of its chunks)."""
-    return build_profile(frames, profile_columns(cfg.data), profile_bins(cfg))
+    return build_profile(frames, profile_columns(cfg.data), profile_bins(cfg), cfg.data.label_column)
+
+
+def pixel_order(profile: dict[str, Any]) -> list[str]:
+    """An image profile's columns in the model's input order (row-major pixels). The stored file keeps keys
+    sorted by name (pixel_10 before pixel_2); pixel columns end in their index."""
+    import re
+
+    def index(name: str) -> int:
+        found = re.search(r"(\d+)$", name)
+        if found is None:
+            raise ArtifactError(f"profile column {name!r} is not an image's pixel column (<prefix><index>)")
+        return int(found.group(1))
+
+    return sorted(profile["columns"], key=index)
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:

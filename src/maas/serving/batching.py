@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -27,6 +27,7 @@ import numpy as np
 class _Pending:
     rows: np.ndarray
     done: asyncio.Future
+    info: Any = None  # its forward_batch is set to the rows of the pass that answers it (the request log's)
 
 
 class Batcher:
@@ -45,11 +46,11 @@ class Batcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maas-infer")
         self._worker: asyncio.Task | None = None
 
-    async def run(self, rows: np.ndarray) -> tuple:
+    async def run(self, rows: np.ndarray, info: Any = None) -> tuple:
         if self._worker is None:  # created lazily: the event loop is the server's, not the importer's
             self._queue = asyncio.Queue()
             self._worker = asyncio.get_running_loop().create_task(self._serve())
-        item = _Pending(rows, asyncio.get_running_loop().create_future())
+        item = _Pending(rows, asyncio.get_running_loop().create_future(), info)
         self._queue.put_nowait(item)
         return await item.done
 
@@ -67,9 +68,11 @@ class Batcher:
                     if not p.done.done():
                         p.done.set_exception(e)
                 continue
-            start = 0
+            start, total = 0, sum(len(p.rows) for p in batch)
             for p in batch:
                 end = start + len(p.rows)
+                if p.info is not None:
+                    p.info.forward_batch = total
                 if not p.done.done():
                     p.done.set_result(tuple(None if a is None else a[start:end] for a in out))
                 start = end

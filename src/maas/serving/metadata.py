@@ -82,6 +82,10 @@ class MetadataResponse(BaseModel):
         "the value (gates.champion: against the model packaged before it)."))
     training: dict[str, Any] = Field(description="The training run: epochs, best epoch, device, precision, ...")
     data: DataInfo
+    lineage: dict[str, str] | None = Field(default=None, description=(
+        "Where the model came from (the Bento's labels): git_commit (the last commit that changed the pipeline's "
+        "inputs) and git_dirty, dvc_lock_sha256, data_md5, config_sha256. `maas lineage` checks them against a "
+        "workspace."))
     config: dict[str, Any] = Field(description="The resolved config of the pipeline that made the model "
                                    f"(all but {', '.join(HIDDEN_CONFIG)}).")
 
@@ -97,6 +101,7 @@ def load_card(root: Path, *, model_tag: str, bento_tag: str | None, spec) -> Met
         input=_input(spec),
         architecture=card["architecture"], metrics=card["metrics"], compression=card["compression"],
         gates=card.get("gates", []), training=card["training"], data=DataInfo(**card["data"]),
+        lineage=card.get("lineage"),
         config=config)
 
 

@@ -5,6 +5,11 @@
     maas_rejected_requests_total{reason="pixel"}  requests refused, by REASONS
     maas_batch_requests_bucket{le="8"}            forward passes that served at most 8 requests
     maas_batch_images_bucket{le="64"}             forward passes over at most 64 images
+    maas_input_drift{statistic="psi"}             the worst feature's drift in the last window of inputs
+    maas_prediction_class_shift                   the predicted classes' PSI vs the training labels' shares
+    maas_drift_window_inputs                      inputs in that window (maas.serving.input_drift)
+    maas_drift_windows_total                      windows completed (each updates the drift gauges)
+    maas_recorder_dropped_total{item="prediction"}  request lines, log records or inputs not recorded
 
 Every label takes values from a fixed set (the model's classes, REASONS, one model),
 so the number of series is bounded whatever clients send.
@@ -99,3 +104,51 @@ def observe_batch(requests: int, images: int) -> None:
     m = _metrics()
     m.batch_requests.observe(requests)
     m.batch_images.observe(images)
+
+
+# What the recorder's thread publishes (maas.serving.recorder, maas.serving.input_drift).
+DROPPED_ITEMS = ("request_line", "prediction", "inputs")
+DROPPED_REASONS = ("queue_full", "error")
+
+
+@cache
+def _monitoring_metrics() -> SimpleNamespace:
+    from prometheus_client import Counter as PromCounter, Gauge
+
+    # livemax: each worker's window is its own; the worst live one is what an alert should see.
+    return SimpleNamespace(
+        drift=Gauge("maas_input_drift", "The largest per-feature drift of the last full window of inputs vs the "
+                    "training profile", ["statistic"], multiprocess_mode="livemax"),
+        class_shift=Gauge("maas_prediction_class_shift", "PSI of the predicted classes' shares in the last full "
+                          "window vs the training labels' shares", multiprocess_mode="livemax"),
+        window=Gauge("maas_drift_window_inputs", "Inputs in the last full drift window (0: none full yet)",
+                     multiprocess_mode="livemax"),
+        windows=PromCounter("maas_drift_windows", "Drift windows completed (each updates the drift gauges)"),
+        dropped=PromCounter("maas_recorder_dropped", "Request log lines, prediction log records or drift inputs "
+                            "not recorded, by reason", ["item", "reason"]),
+    )
+
+
+def start_monitoring() -> None:
+    """Every drift gauge at NaN (not measured yet), every dropped series at 0."""
+    m = _monitoring_metrics()
+    for statistic in ("psi", "ks"):
+        m.drift.labels(statistic).set(float("nan"))
+    m.class_shift.set(float("nan"))
+    m.window.set(0)
+    for item in DROPPED_ITEMS:
+        for reason in DROPPED_REASONS:
+            m.dropped.labels(item, reason)
+
+
+def publish_drift(summary: dict) -> None:
+    m = _monitoring_metrics()
+    m.drift.labels("psi").set(summary["psi"])
+    m.drift.labels("ks").set(summary["ks"])
+    m.class_shift.set(summary["class_psi"])
+    m.window.set(summary["inputs"])
+    m.windows.inc()
+
+
+def count_dropped(item: str, reason: str, n: int = 1) -> None:
+    _monitoring_metrics().dropped.labels(item, reason).inc(n)

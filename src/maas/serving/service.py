@@ -14,7 +14,9 @@ chooses the API's signature: `images` for an image model, `rows` for a table's.
 With API keys configured (MAAS_API_KEYS_FILE or MAAS_API_KEYS, see auth.py), every route but
 health and docs also needs `-H 'Authorization: Bearer <key>'`; without one it gets 401.
 Every refused request gets 400 with the body {"error": "<what is wrong>"}
-(ErrorResponse) and one WARNING line in the server log.
+(ErrorResponse) and one WARNING line in the server log. Every request gets an X-Request-ID and one
+JSON line on stdout (request_log.py, recorder.py); MAAS_PREDICTION_LOG_DIR turns on the prediction log
+(prediction_log.py), and /metrics has drift gauges over the answered inputs (input_drift.py).
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ from bentoml.validators import DType, Shape
 from pydantic import BaseModel
 
 from maas.errors import ArtifactError
-from maas.serving import BENTO_MODEL_SUBDIR, checked_input, encryption, integrity, metadata, metric_paths, metrics
+from maas.serving import (BENTO_MODEL_SUBDIR, checked_input, encryption, integrity, metadata, metric_paths, metrics,
+                          recorder)
 from maas.serving.auth import RequireKey
 from maas.serving.batching import Batcher
 from maas.serving.limits import check_timeouts
 from maas.serving.middleware import CHECKED, CheckRequests, DocumentErrors, reject
+from maas.serving.request_log import LogRequests, request_info
 from maas.serving.schemas import (IMAGES, RETURN_PROBABILITIES, BadRequest, Checked, DocumentedImages, ImageSpec,
                                   PredictResponse)
 from maas.serving.settings import ENV_PREFIX, ServeSettings
@@ -135,6 +139,9 @@ class DigitsService:
         self.card = metadata.load_card(root, model_tag=str(self.bento_model.tag), bento_tag=metadata.bento_tag(),
                                        spec=self.request_spec)
         metrics.start(model_tag=self.card.model_tag, bento_tag=self.card.bento_tag, classes=self.card.classes)
+        # Request lines, the prediction log and the drift gauges, on a thread of their own.
+        self.recorder = recorder.start(root, model_tag=self.card.model_tag, spec=self.request_spec,
+                                       drift_window=self.settings.drift_window, table=TABLE)
         # What is loaded by now (torch, numpy, the model: ~250k objects) lives as long as the worker. Under
         # load the collector's full passes walked all of it every few seconds, on the event loop: frozen,
         # they walk only what requests allocate. (Cyclic garbage already there stays: a bounded, one-time
@@ -187,9 +194,11 @@ class DigitsService:
                 checked = Checked(self.request_spec.check(values), return_probabilities)
             except BadRequest as e:
                 return reject(e)
-        proba, anomaly = await self.batcher.run(checked.rows)
+        info = request_info(ctx.request)
+        proba, anomaly = await self.batcher.run(checked.rows, info)
         classes = proba.argmax(1).tolist()
         metrics.count_predictions(classes)
+        self.recorder.answered(info, checked.rows, classes, proba)
         # model_construct: tolist() already gives the model's types (int, float); validating them again
         # would cost a pass over every value on the event loop.
         return PredictResponse.model_construct(
@@ -200,8 +209,9 @@ class DigitsService:
 
 metric_paths.label_unknown_paths_as_one()  # before BentoML builds the app, in `maas serve` and `bentoml serve` alike
 DigitsService.mount_asgi_app(metadata.app(), path="/")  # GET /metadata (BentoML's own APIs are POST)
-# Starlette wraps middlewares in the order added, the first outermost: RequireKey refuses a
-# request without a valid key before CheckRequests reads its body.
+# Starlette wraps middlewares in the order added, the first outermost: LogRequests sees every answer,
+# refusals included; RequireKey refuses a request without a valid key before CheckRequests reads its body.
+DigitsService.add_asgi_middleware(LogRequests, predict_route=DigitsService.apis["predict"].route)
 DigitsService.add_asgi_middleware(RequireKey)
 DigitsService.add_asgi_middleware(DocumentErrors)
 DigitsService.add_asgi_middleware(CheckRequests, route=DigitsService.apis["predict"].route)

@@ -25,6 +25,7 @@ class ServeSettings:
     body_timeout_s: float = 10.0
     workers: int = 1
     metrics_require_key: bool = False
+    drift_window: int = 1000  # inputs per window of the /metrics drift gauges (maas.serving.input_drift)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], where: str = "serve") -> "ServeSettings":

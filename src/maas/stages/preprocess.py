@@ -74,7 +74,8 @@ def run(cfg: DictConfig) -> dict:
     # Each is handed every chunk of training rows (raw columns) as the split is made: the place for
     # anything else that learns from the training data, as the preprocessor does.
     on_train: list[Callable[[pd.DataFrame], None]] = []
-    profile = ProfileBuilder(profile_columns(cfg.data), profile_bins(cfg))  # what drift compares new data with
+    profile = ProfileBuilder(profile_columns(cfg.data), profile_bins(cfg),  # what drift compares new data with
+                             label_column=cfg.data.label_column)
     on_train.append(profile.update)
     streamed = cfg.data.kind == "table" and int(result.get("rows", 0)) > in_memory_rows(cfg)
     with io.atomic_dir(cfg.paths.processed) as out:

@@ -48,18 +48,21 @@ table larger than memory in one pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from maas.checks import choice, number
-from maas.data.profile import load_profile, numeric_values
-from maas.data.table_preprocessor import count_categories
+from maas.data.profile import class_order, load_profile, numeric_values
 from maas.errors import ArtifactError, ConfigError, DataValidationError
+
+# pandas only where a table is read: an image model's server counts its inputs here (update_values) and
+# an image Bento does not install pandas.
+if TYPE_CHECKING:
+    import pandas as pd
 
 METHODS = ("psi", "ks")
 EPSILON = 1e-4
@@ -136,7 +139,8 @@ class DriftCheck:
                           "only_in_data": [n for n in columns if n not in known]} if profile else {}
         self.numeric = [n for n, c in self.profile.items() if c["type"] == "numeric"]
         self.categorical = [n for n, c in self.profile.items() if c["type"] == "categorical"]
-        self._bins = {n: np.zeros(len(self.profile[n]["cuts"]) + 1, np.int64) for n in self.numeric}
+        self._cuts = {n: np.asarray(self.profile[n]["cuts"], np.float64) for n in self.numeric}
+        self._bins = {n: np.zeros(len(self._cuts[n]) + 1, np.int64) for n in self.numeric}
         self._nulls = dict.fromkeys(self.profile, 0)
         self._sums = dict.fromkeys(self.numeric, 0.0)
         self._counts: dict[str, dict[str, int]] = {n: {} for n in self.categorical}
@@ -157,19 +161,35 @@ class DriftCheck:
             return self
         for name in self.numeric:
             values = self._readable(frame, name)
-            if values is None:
-                continue
-            present = values[~np.isnan(values)]
-            self._nulls[name] += len(values) - len(present)
-            self._sums[name] += float(present.sum())
-            cuts = np.asarray(self.profile[name]["cuts"], np.float64)
-            self._bins[name] += np.bincount(np.searchsorted(cuts, present, side="left"), minlength=len(cuts) + 1)
+            if values is not None:
+                self._count_numeric(name, values)
+        if self.categorical:
+            from maas.data.table_preprocessor import count_categories
         for name in self.categorical:
             if name not in frame.columns:
                 self.skipped.setdefault(name, "missing from the data")
                 continue
             self._nulls[name] += count_categories(frame[name], self._counts[name])
         return self
+
+    def update_values(self, values: np.ndarray) -> "DriftCheck":
+        """Count rows given as numbers, one column per numeric profile column in profile order (an image's
+        pixels), NaN for missing: `update` without a DataFrame, for a profile without categorical columns."""
+        values = np.asarray(values, np.float64)
+        if self.categorical or values.ndim != 2 or values.shape[1] != len(self.numeric):
+            raise ValueError(f"update_values takes rows of the {len(self.numeric)} numeric columns "
+                             f"(and a profile without categorical ones), got shape {values.shape}")
+        self.rows += len(values)
+        for j, name in enumerate(self.numeric):
+            self._count_numeric(name, values[:, j])
+        return self
+
+    def _count_numeric(self, name: str, values: np.ndarray) -> None:
+        present = values[~np.isnan(values)]
+        self._nulls[name] += len(values) - len(present)
+        self._sums[name] += float(present.sum())
+        cuts = self._cuts[name]
+        self._bins[name] += np.bincount(np.searchsorted(cuts, present, side="left"), minlength=len(cuts) + 1)
 
     def _readable(self, frame: pd.DataFrame, name: str) -> np.ndarray | None:
         """The column as floats; None (and the reason kept) when it is missing or not numbers: validate's
@@ -258,8 +278,25 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(float(value), 6)
 
 
+def class_shift(reference: Mapping[str, float], counts: Mapping[str, int], reference_rows: int) -> dict[str, Any]:
+    """How far the shares of `counts` (predicted classes, keyed by class as text) are from `reference` (the
+    shares of the `reference_rows` training labels: the profile's `classes` and `rows`): PSI over the
+    classes (a class training never had is a bin of its own), the total variation distance, and PSI's
+    `chance` at these counts."""
+    rows = int(sum(counts.values()))
+    names = sorted({*reference, *counts}, key=class_order)
+    expected = np.array([reference.get(k, 0.0) for k in names], np.float64)
+    actual = np.array([counts.get(k, 0) for k in names], np.float64) / max(rows, 1)
+    return {"psi": _rounded(psi(expected, actual)), "tvd": _rounded(ks(expected, actual, ordered=False)),
+            "chance": _rounded(chance("psi", len(names), rows, reference_rows)), "rows": rows,
+            "reference": {k: _rounded(float(v)) for k, v in reference.items()},
+            "observed": {k: _rounded(float(v)) for k, v in zip(names, actual)}}
+
+
 def check(cfg: DictConfig, frames: pd.DataFrame | Iterable[pd.DataFrame]) -> dict[str, Any]:
     """validate's one call: the drift record of one DataFrame (or an iterable of chunks) against the packaged model."""
+    import pandas as pd
+
     drift = DriftCheck.start(cfg)
     for frame in [frames] if isinstance(frames, pd.DataFrame) else frames:
         drift.update(frame)
