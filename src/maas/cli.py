@@ -92,28 +92,31 @@ def cmd_stage(args) -> None:
 
 
 def _run_for_dvc(stage, args) -> dict:
-    """Run `stage` as dvc.yaml's command: on params.yaml, against dvc.yaml's entry, and if it fails,
-    with the outputs DVC deleted before it ran put back from DVC's cache (nothing already written is lost)."""
-    from maas.code_deps import record_imports_at_exit
+    """Run `stage` on a params file. As dvc.yaml's command (on the project's params.yaml): checked against
+    dvc.yaml's entry first, and if anything fails (the config, the check, the stage), the outputs DVC
+    deleted before it ran are put back from DVC's cache: nothing already written is lost."""
     from maas.params_file import PARAMS_FILE, project_root
 
-    record_imports_at_exit(stage.name)
-    cfg = _cfg(args)
     root = project_root()
-    if Path(args.params).resolve() == root / PARAMS_FILE:
-        from maas.dvcfile import check_entry
-
-        check_entry(stage, cfg, root)
+    if Path(args.params).resolve() != root / PARAMS_FILE:  # e.g. a torchrun worker's copy: its launcher restores
+        return stage.run(_cfg(args))
+    from maas.code_deps import record_imports_at_exit
+    from maas.dvcfile import check_entry
     from maas.restore import missing_outputs, restore_outputs
 
+    record_imports_at_exit(stage.name)
     deleted = missing_outputs(stage.name, root)
     try:
+        cfg = _cfg(args)
+        check_entry(stage, cfg, root)
         return stage.run(cfg)
     except BaseException:
-        restored = restore_outputs(stage.name, root, deleted)
+        restored, problems = restore_outputs(stage.name, root, deleted)
         if restored:
             print(f"[maas] stage {stage.name}: put its last good outputs back from DVC's cache: "
                   f"{', '.join(restored)}", flush=True)
+        for problem in problems:  # the stage's own error, re-raised below, stays the reason it failed
+            print(f"[maas] stage {stage.name}: could not put back {problem}", flush=True)
         raise
 
 

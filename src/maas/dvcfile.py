@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -33,7 +34,9 @@ def stage_entry(stage: Stage, cfg: DictConfig) -> dict:
 
 def artifacts(cfg: DictConfig) -> dict:
     """The packaged model as a DVC artifact (`dvc artifacts get`, DVC Studio's model registry)."""
-    return {cfg.serve.bento_name: {
+    # DVC's artifact names: lowercase letters, digits and dashes (a data.name may hold dots or capitals)
+    name = re.sub(r"[^a-z0-9-]+", "-", str(cfg.serve.bento_name).lower()).strip("-")
+    return {name: {
         "path": f"{cfg.paths.bento}/{cfg.serve.bento_name}.bento",
         "type": "model",
         "desc": f"BentoML bundle serving the {cfg.data.name} model (import: `maas serve` or `bentoml import`)",

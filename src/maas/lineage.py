@@ -58,10 +58,25 @@ def git_record(root: Path) -> dict[str, Any]:
     commit = _git(root, "log", "-1", "--format=%H", "--", *paths) or None
     when = _git(root, "log", "-1", "--format=%cI", commit) if commit else None
     status = _git(root, "status", "--porcelain=v1", "-z", "--", *paths, strip=False) or ""
-    # -z: "XY path\0" per entry (a rename adds its old path as the next entry), names unquoted
-    entries = [e for e in status.split("\0") if e]
-    return {"commit": commit, "time": when,
-            "dirty": sorted(e[3:] for e in entries if len(e) > 3 and e[2] == " ")}
+    if _git(root, "rev-parse", "--is-shallow-repository") == "true":
+        # A shallow clone's history ends at its tip: the commit that last changed the inputs may be cut off.
+        commit, when = None, None
+    return {"commit": commit, "time": when, "dirty": _dirty(status)}
+
+
+def _dirty(status: str) -> list[str]:
+    """The paths in `git status --porcelain=v1 -z` output: "XY path\0" per entry, and after a rename or
+    copy (X or Y is R or C) its old path as one more entry."""
+    entries, paths = status.split("\0"), []
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            i += 1 + ("R" in entry[:2] or "C" in entry[:2])
+        else:
+            i += 1
+    return sorted(paths)
 
 
 def lock_record(root: Path) -> dict[str, Any] | None:

@@ -30,7 +30,11 @@ def stored_record(bento_tag: str) -> tuple[dict[str, str], dict[str, Any]]:
     models = bento.info.all_models
     if not models:
         raise ArtifactError(f"Bento {bento_tag} holds no model")
-    path = Path(bentoml.models.get(models[0].tag).path_of(BENTO_MODEL_SUBDIR)) / lineage.LINEAGE_FILE
+    try:
+        path = Path(bentoml.models.get(models[0].tag).path_of(BENTO_MODEL_SUBDIR)) / lineage.LINEAGE_FILE
+    except NotFound:
+        raise MaasError(f"Bento {bento_tag}'s model {models[0].tag} is not in the BentoML store: "
+                        "`bentoml models list`, or re-import the Bento") from None
     if not path.exists():
         raise ArtifactError(f"Bento {bento_tag} records no lineage (packaged by a maas before lineage): "
                             "run the package stage again")
@@ -107,6 +111,12 @@ def check(bento: str | None, cfg: DictConfig, root: Path) -> bool:
         if old != new:
             why = stage_differences(old or {}, new or {}) if old and new else ["no entry " + ("now" if old else "then")]
             diffs += [f"stage {name}: {line}" for line in why or ["entry differs"]]
+    # ... and whether the workspace still matches dvc.lock (edited code or data not re-run yet)
+    from maas.repro import Lock
+
+    status = Lock.open(root)
+    diffs += [f"stage {name}: not run since: {why}" for name in lineage.UPSTREAM
+              for why in (status.changes(name) if status else [])]
     report("dvc.lock", diffs, f"sha256 {lock.get('sha256', 'none')[:16]} of "
            f"{', '.join(n for n in lineage.UPSTREAM if n in stages) or 'no stages'}")
 

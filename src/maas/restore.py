@@ -50,7 +50,12 @@ def restore_out(cache: Path, root: Path, out: dict) -> None:
             entries = json.loads(listing.read_text())
             listing.unlink()
             for entry in entries:
-                cached_copy(cache, entry["md5"], staged / entry["relpath"], f"{out['path']}/{entry['relpath']}")
+                rel = Path(entry["relpath"])
+                # The listing comes from the cache (or a remote): a path out of the folder is not a file of it.
+                if rel.is_absolute() or ".." in rel.parts:
+                    raise ArtifactError(f"{out['path']}: DVC's cache object {md5} lists {entry['relpath']!r}, "
+                                        "a path outside the folder (tampered object); not restored")
+                cached_copy(cache, entry["md5"], staged / rel, f"{out['path']}/{entry['relpath']}")
     else:
         with io.atomic_path(path) as staged:
             cached_copy(cache, md5, staged, out["path"])
@@ -68,13 +73,18 @@ def missing_outputs(stage: str, root: Path) -> list[str]:
     return [o["path"] for o in recorded_outs(stage, root) if not (root / o["path"]).exists()]
 
 
-def restore_outputs(stage: str, root: Path, paths: list[str]) -> list[str]:
+def restore_outputs(stage: str, root: Path, paths: list[str]) -> tuple[list[str], list[str]]:
     """Put back those of `paths` (outputs of `stage` that DVC deleted before the run) that the failed run
-    didn't write again, as dvc.lock records them. What it did write stays: stages write each output
-    whole (atomically), and a model that fails a gate leaves its complete reports to look at."""
+    didn't write again, as dvc.lock records them: (the paths restored, what could not be and why). What it
+    did write stays: stages write each output whole (atomically), and a model that fails a gate leaves its
+    complete reports to look at. Each output is tried on its own."""
     outs = [o for o in recorded_outs(stage, root) if o["path"] in paths and not (root / o["path"]).exists()]
-    if outs:
-        cache = cache_dir(root)
-        for out in outs:
+    restored, problems = [], []
+    cache = cache_dir(root) if outs else None
+    for out in outs:
+        try:
             restore_out(cache, root, out)
-    return [o["path"] for o in outs]
+            restored.append(out["path"])
+        except Exception as e:  # a damaged or missing object: name it, go on with the others
+            problems.append(f"{out['path']}: {e}")
+    return restored, problems

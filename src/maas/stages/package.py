@@ -12,6 +12,7 @@ With serve.encrypt, the model's files are stored encrypted (`maas.serving.encryp
 from __future__ import annotations
 
 import hashlib
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -112,8 +113,10 @@ def build_bento(model_tag: str, bento_name: str, bentofile: Path, runtime: str, 
 
     requirements = service_requirements(runtime, str(args["data_kind"]), encryption.ENCRYPTION_ARG in args)
     args = {"model_tag": model_tag, **args}
+    # BentoML and Python write their versions into the Bento: another of either is another Bento.
     version = bento_version(model=model_tag, name=bento_name, args=args, labels=labels, requirements=requirements,
-                            bentofile=bentofile.read_text(), code=tree_digest(PACKAGE_ROOT))
+                            bentofile=bentofile.read_text(), code=tree_digest(PACKAGE_ROOT),
+                            bentoml=bentoml.__version__, python=platform.python_version())
     try:
         return str(bentoml.bentos.get(f"{bento_name}:{version}").tag)
     except NotFound:
