@@ -46,11 +46,12 @@ def test_second_repro_runs_nothing(project, first_repro):
 def test_a_param_change_reruns_only_what_reads_it(project, first_repro):
     sh(project, "maas", "compose", "evaluate.anomaly_noise_std=5.0")
     out = sh(project, "dvc", "repro")
-    # evaluate reads it (for models that score anomalies; a cnn doesn't); its outputs come out
-    # identical, so compress and package stay cached.
-    assert ran(out) == ["evaluate"], out
+    # evaluate reads it (for models that score anomalies; a cnn doesn't): its outputs come out identical,
+    # so compress stays cached; package records every stage's config in the card and lineage, so it runs.
+    assert ran(out) == ["evaluate", "package"], out
     sh(project, "maas", "compose")
-    sh(project, "dvc", "repro")
+    out = sh(project, "dvc", "repro")
+    assert "Stage 'package' is cached - skipping run" in out and ran(out) == ["evaluate"], out  # the run cache
 
 
 def test_revalidating_the_same_data_reruns_nothing_downstream(project, first_repro):
