@@ -48,7 +48,10 @@ def write_archive(bento_tag: str, target: Path, when: datetime) -> Path:
     stamp = when.isoformat()
     with tempfile.TemporaryDirectory(prefix="maas-bento-export-") as tmp:
         staged = Path(tmp) / "bento"
-        shutil.copytree(bento.path, staged, ignore=shutil.ignore_patterns("__pycache__", "models"))
+        top = Path(bento.path)
+        # Only the Bento's own models/ folder (copied below), never src/maas/models, the architectures.
+        shutil.copytree(bento.path, staged, ignore=lambda d, names: [
+            n for n in names if n == "__pycache__" or (n == "models" and Path(d) == top)])
         for ref in bento.info.all_models:
             model = bentoml.models.get(ref.tag)
             shutil.copytree(model.path, staged / "models" / model.tag.name / model.tag.version)
