@@ -17,7 +17,10 @@
     maas dvc-yaml                     regenerate dvc.yaml from the stage registry and params.yaml
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
-    maas serve                        serve the Bento the package stage built
+    maas serve                        serve the Bento the package stage built (refused unless it is
+                                      byte for byte what dvc.lock records)
+    maas verify [TARGETS] [-c | -r R] re-hash DVC-tracked outputs (workspace and cache; -c: the default
+                                      remote, -r R: remote R) against dvc.lock and the .dvc files
     maas api-key new --file F [--name N]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
@@ -188,12 +191,15 @@ def cmd_serve(args) -> None:
 
     from maas import io
     from maas.config import PARAMS_FILE, load_params
+    from maas.verify import require_intact
 
     cfg = load_params(args.params or PARAMS_FILE)
     # Relative paths in params.yaml are relative to the project root (the working directory
     # here); BentoML's importer resolves a relative archive path from / instead.
     bento_dir = Path(cfg.paths.bento).resolve()
     record = io.require(bento_dir / "bento.json", "bento.json (run `make run` first)")
+    # A tampered cache or remote reaches the workspace unnoticed by DVC (see maas.verify).
+    require_intact(Path.cwd(), bento_dir, "serve it")
     try:
         info = io.read_json(record)
     except (OSError, ValueError) as e:
@@ -216,6 +222,22 @@ def cmd_serve(args) -> None:
     argv = [sys.executable, "-m", "bentoml", "serve", info["bento_tag"], "--port", str(args.port)]
     print(" ".join(argv), flush=True)
     os.execv(argv[0], argv)
+
+
+def cmd_verify(args) -> None:
+    from maas.verify import WORKSPACE_FIX, verify
+
+    remote = args.remote if args.remote else (None if args.cloud else False)
+    report = verify(Path.cwd(), args.targets, remote=remote)
+    where = "workspace and cache" + ("" if remote is False else f" and remote {remote or '(default)'}")
+    for name in report.unrecorded:
+        print(f"{name}: not in dvc.lock yet (its stage never ran): not checked")
+    if not report.ok:
+        raise MaasError(f"{len(report.problems)} problem(s) in the {where}:\n  "
+                        + "\n  ".join(map(str, report.problems))
+                        + f"\nnothing was repaired or used; {WORKSPACE_FIX}")
+    print(f"verified {len(report.outputs)} output(s) ({report.files} files hashed) in the {where}: "
+          "every hash matches what DVC recorded")
 
 
 def cmd_api_key(args) -> None:
@@ -243,6 +265,8 @@ def at_project_root(args) -> None:
     for name in ("params", "out", "sweep_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if getattr(args, "targets", None):  # paths to verify; a stage name stays a name
+        args.targets = [str(Path(t).resolve()) if Path(t).exists() else t for t in args.targets]
     if keys_file := os.environ.get("MAAS_API_KEYS_FILE"):  # so does the keys file `maas serve` passes on
         os.environ["MAAS_API_KEYS_FILE"] = str(Path(keys_file).resolve())
     os.chdir(project_root())
@@ -310,6 +334,12 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--params", help="default: params.yaml at the project root")
     v.add_argument("--port", type=int, default=3000)
     v.set_defaults(fn=cmd_serve)
+
+    vf = sub.add_parser("verify", help="re-hash DVC-tracked outputs against dvc.lock and the .dvc files")
+    vf.add_argument("targets", nargs="*", help="outputs, stages or .dvc files (default: all)")
+    vf.add_argument("-c", "--cloud", action="store_true", help="also every object on the default remote")
+    vf.add_argument("-r", "--remote", help="also every object on this remote")
+    vf.set_defaults(fn=cmd_verify)
 
     k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
     k.set_defaults(fn=cmd_api_key, anywhere=True)
