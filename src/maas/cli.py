@@ -233,9 +233,10 @@ def cmd_verify(args) -> None:
     for name in report.unrecorded:
         print(f"{name}: not in dvc.lock yet (its stage never ran): not checked")
     if not report.ok:
+        mismatch = any(p.what.startswith("hash mismatch") for p in report.problems)
         raise MaasError(f"{len(report.problems)} problem(s) in the {where}:\n  "
                         + "\n  ".join(map(str, report.problems))
-                        + f"\nnothing was repaired or used; {WORKSPACE_FIX}")
+                        + (f"\nnothing was repaired or used; {WORKSPACE_FIX}" if mismatch else ""))
     print(f"verified {len(report.outputs)} output(s) ({report.files} files hashed) in the {where}: "
           "every hash matches what DVC recorded")
 

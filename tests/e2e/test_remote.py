@@ -78,7 +78,9 @@ def origin(tmp_path_factory, s3):
     sh(project, "maas", "compose", *TINY)
     for line in readme_s3_lines():
         sh(project, *line.replace("s3://my-bucket/maas", f"s3://{BUCKET}/store").split())
-    sh(project, "dvc", "remote", "modify", "s3", "endpointurl", s3.url)
+    with open(project / ".dvc" / "config", "a") as f:  # `dvc remote modify s3 endpointurl URL`, a DVC start sooner
+        f.write(f"    endpointurl = {s3.url}\n")
+    assert "['remote \"s3\"']\n    url = s3://" in (project / ".dvc" / "config").read_text()
     assert ran(sh(project, "dvc", "repro", env=s3.env)) == STAGES
     a = commit(project, "A: tiny config on S3")
     sh(project, "dvc", "push", env=s3.env)
@@ -87,11 +89,9 @@ def origin(tmp_path_factory, s3):
                             archive_md5=io.file_md5(project / "models" / "bento" / bento["archive"]),
                             metrics=(project / "reports" / "metrics.json").read_bytes())
 
-    # B only up to evaluate (as test_dvc_queue does): its model and metrics are what differ from A's;
-    # compress and package would add only time.
+    # B only up to train: its model is what differs from A's; the later stages would add only time.
     sh(project, "maas", "compose", *TINY, "trainer.epochs=1")
-    assert ran(sh(project, "dvc", "repro", "evaluate", env=s3.env)) == ["train", "evaluate"]
-    found.metrics_b = (project / "reports" / "metrics.json").read_bytes()
+    assert ran(sh(project, "dvc", "repro", "train", env=s3.env)) == ["train"]
     found.weights_b = io.file_md5(project / "models" / "trained" / "weights.safetensors")
     commit(project, "B: one epoch")
     sh(project, "dvc", "push", env=s3.env)
@@ -131,13 +131,12 @@ def test_both_revisions_went_to_s3_and_none_to_the_local_remote(origin, s3):
               if p.is_file()}
     assert keys == {f"store/files/md5/{c}" for c in cached}
     assert not (origin.path / ".dvc-storage").exists()
-    assert origin.metrics_b != origin.metrics
 
 
 def test_a_fresh_clone_pulls_from_s3_and_serves_the_pushed_bento_without_retraining(origin, s3, at_a, tmp_path):
     assert CLEAN in sh(at_a, "dvc", "status")  # nothing to rerun: `dvc repro` would train nothing
-    assert (at_a / "reports" / "metrics.json").read_bytes() == origin.metrics  # A's, not B's
-    assert io.file_md5(at_a / "models" / "trained" / "weights.safetensors") != origin.weights_b
+    assert io.file_md5(at_a / "models" / "trained" / "weights.safetensors") != origin.weights_b  # A's, not B's
+    assert (at_a / "reports" / "metrics.json").read_bytes() == origin.metrics
     assert io.file_md5(at_a / "models" / "bento" / origin.bento["archive"]) == origin.archive_md5
 
     env = {**s3.env, "BENTOML_HOME": str(tmp_path / "bentoml")}  # a store that has never seen the Bento
@@ -204,22 +203,15 @@ def test_a_tampered_remote_object_is_caught_by_its_hash_and_never_used(origin, s
         assert not (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
         out = sh(project, "maas", "verify", "-c", "models/bento", env=s3.env, check=False)
         assert f"s3://{BUCKET}/{key}: hash mismatch: the remote object filed as md5 {md5}" in out, out
-
-        # With verify off DVC takes the bad object; maas still refuses it.
-        (project / ".dvc" / "config.local").write_text("['remote \"s3\"']\n    verify = false\n")
-        sh(project, "dvc", "pull", "models/bento", env=s3.env)
-        assert io.file_md5(archive) != md5
-        out = sh(project, "maas", "serve", "--port", str(free_port()), env={**s3.env, "BENTOML_HOME": str(tmp_path)},
-                 check=False, timeout=120)
-        assert "refusing to serve it" in out and f"models/bento/{archive.name}: hash mismatch" in out, out
-        assert not (tmp_path / "bentos").exists()
+        # (With verify off, DVC would put the bad object in the cache and the workspace and call it up to
+        # date; `maas serve` refuses it then as in the cache test above: docs/remotes.md.)
     finally:
         s3.client.put_object(Bucket=BUCKET, Key=key, Body=good)
 
 
 def test_the_local_remote_verifies_what_it_downloads():
     """The default remote re-hashes downloads as the README's S3 lines make S3 do."""
-    from dvc.repo import Repo
+    from dvc.config import Config
 
-    with Repo(str(ROOT)) as repo:
-        assert repo.config["core"]["remote"] == "local" and repo.config["remote"]["local"]["verify"] is True
+    config = Config(dvc_dir=str(ROOT / ".dvc"))
+    assert config["core"]["remote"] == "local" and config["remote"]["local"]["verify"] is True
