@@ -199,7 +199,7 @@ def cmd_serve(args) -> None:
     bento_dir = Path(cfg.paths.bento).resolve()
     record = io.require(bento_dir / "bento.json", "bento.json (run `make run` first)")
     # A tampered cache or remote reaches the workspace unnoticed by DVC (see maas.verify).
-    require_intact(Path.cwd(), bento_dir, "serve it")
+    require_intact(Path.cwd(), bento_dir, "use it")
     try:
         info = io.read_json(record)
     except (OSError, ValueError) as e:

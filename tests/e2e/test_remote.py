@@ -177,7 +177,7 @@ def test_a_tampered_cache_object_is_caught_by_its_hash_and_never_served(origin, 
     assert f".dvc/cache/files/md5/{md5[:2]}/{md5[2:]}: hash mismatch" in out, out
     out = sh(at_a, "maas", "serve", "--port", str(free_port()), env={**s3.env, "BENTOML_HOME": str(tmp_path)},
              check=False, timeout=120)
-    assert "refusing to serve it" in out and f"models/bento/{archive.name}: hash mismatch" in out, out
+    assert "refusing to use it" in out and f"models/bento/{archive.name}: hash mismatch" in out, out
     assert not (tmp_path / "bentos").exists()  # nothing was imported into the BentoML store
 
     # The repair the messages give: delete the bad copies, pull again.
