@@ -47,9 +47,10 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # Raw data: from the DVC remote when it has it, otherwise exported from scikit-learn
-# (the export is byte-identical to what data.dvc records).
+# (the export is byte-identical to what data.dvc records). A pulled copy is re-hashed:
+# DVC copies a cached object without checking it, so a tampered one would go unnoticed.
 $(RAW): | $(STAMP)
-	@dvc pull --quiet data.dvc 2>/dev/null || maas data export
+	@if dvc pull --quiet data.dvc 2>/dev/null; then maas verify data.dvc; else maas data export; fi
 
 run: $(STAMP) $(RAW)
 	maas compose

@@ -17,12 +17,15 @@
     maas dvc-yaml                     regenerate dvc.yaml from the stage registry and params.yaml
     maas prefect-yaml                 regenerate prefect.yaml (deployments) from conf/orchestration
     maas deploy                       register prefect.yaml's deployments on the server in PREFECT_API_URL
-    maas serve                        serve the Bento the package stage built
+    maas serve                        serve the Bento the package stage built (refused unless it is
+                                      byte for byte what dvc.lock records)
                                       (--ssl-certfile C --ssl-keyfile K: over HTTPS)
     maas lineage [BENTO]              the commit, dvc.lock, data and config a Bento came from, and what
                                       differs in the workspace now (exit 1 if anything does)
     maas monitor [LOG_DIR] [overrides]  compare a server's prediction log with the packaged model's training
                                       data: report.html + summary.json; exits 1 when a threshold is crossed
+    maas verify [TARGETS] [-c | -r R] re-hash DVC-tracked outputs (workspace and cache; -c: the default
+                                      remote, -r R: remote R) against dvc.lock and the .dvc files
     maas api-key new --file F [--name N] [--role predict|admin]   print a new API key once, append its hash to F
     maas api-key revoke --file F NAME|HASH remove a key from F (a running server refuses it at once)
     maas api-key hash                 print the hash of the key read from stdin (a line for F)
@@ -273,6 +276,23 @@ def cmd_monitor(args) -> int:
     return 1 if summary["crossed"] else 0
 
 
+def cmd_verify(args) -> None:
+    from maas.verify import WORKSPACE_FIX, verify
+
+    remote = args.remote if args.remote else (None if args.cloud else False)
+    report = verify(Path.cwd(), args.targets, remote=remote)
+    where = "workspace and cache" + ("" if remote is False else f" and remote {remote or '(default)'}")
+    for name in report.unrecorded:
+        print(f"{name}: not in dvc.lock yet (its stage never ran): not checked")
+    if not report.ok:
+        mismatch = any(p.what.startswith("hash mismatch") for p in report.problems)
+        raise MaasError(f"{len(report.problems)} problem(s) in the {where}:\n  "
+                        + "\n  ".join(map(str, report.problems))
+                        + (f"\nnothing was repaired or used; {WORKSPACE_FIX}" if mismatch else ""))
+    print(f"verified {len(report.outputs)} output(s) ({report.files} files hashed) in the {where}: "
+          "every hash matches what DVC recorded")
+
+
 def cmd_api_key(args) -> None:
     from maas.serving import keys
 
@@ -312,6 +332,8 @@ def at_project_root(args) -> None:
     for name in ("params", "out", "sweep_dir", "ssl_certfile", "ssl_keyfile", "log_dir"):
         if getattr(args, name, None):
             setattr(args, name, str(Path(getattr(args, name)).resolve()))
+    if getattr(args, "targets", None):  # paths to verify; a stage name stays a name
+        args.targets = [str(Path(t).resolve()) if Path(t).exists() else t for t in args.targets]
     # So do the files named in the environment that `maas serve` and the package stage pass on.
     for variable in ("MAAS_API_KEYS_FILE", "MAAS_MODEL_KEY_FILE", "MAAS_SSL_CERTFILE", "MAAS_SSL_KEYFILE",
                      "MAAS_PREDICTION_LOG_DIR"):
@@ -397,6 +419,11 @@ def parser() -> argparse.ArgumentParser:
     mo.add_argument("--out", help="the report's folder (default: monitor.out)")
     mo.add_argument("--since-hours", type=float, help="only requests logged this recently (default: monitor.since_hours)")
     mo.set_defaults(fn=cmd_monitor)
+    vf = sub.add_parser("verify", help="re-hash DVC-tracked outputs against dvc.lock and the .dvc files")
+    vf.add_argument("targets", nargs="*", help="outputs, stages or .dvc files (default: all)")
+    vf.add_argument("-c", "--cloud", action="store_true", help="also every object on the default remote")
+    vf.add_argument("-r", "--remote", help="also every object on this remote")
+    vf.set_defaults(fn=cmd_verify)
 
     k = sub.add_parser("api-key", help="make and revoke the API keys `maas serve` requires (MAAS_API_KEYS_FILE)")
     k.set_defaults(fn=cmd_api_key, anywhere=True)

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from maas import io
 from maas.errors import MaasError
+from maas.verify import require_intact
 
 
 def packaged_bento(cfg: DictConfig) -> dict:
@@ -23,6 +24,8 @@ def packaged_bento(cfg: DictConfig) -> dict:
     # here); BentoML's importer resolves a relative archive path from / instead.
     bento_dir = Path(cfg.paths.bento).resolve()
     record = io.require(bento_dir / "bento.json", "bento.json (run `make run` first)")
+    # A tampered cache or remote reaches the workspace unnoticed by DVC (see maas.verify).
+    require_intact(Path.cwd(), bento_dir, "use it")
     try:
         info = io.read_json(record)
     except (OSError, ValueError) as e:
