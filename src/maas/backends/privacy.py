@@ -20,8 +20,9 @@ CLASHES = (
     ("backend", "torch", "DP-SGD here is Opacus's, which trains torch models only"),
     ("nproc", 1, "Opacus's Poisson sampling and privacy accounting run in one process here (no DDP)"),
     ("grad_clip_norm", 0.0, "DP-SGD clips each example's gradient to trainer.privacy.max_grad_norm instead"),
-    ("precision", "32", "Opacus computes the per-example gradients in full precision"),
-    ("compile", False, "torch.compile does not trace Opacus's per-example gradient hooks"),
+    ("precision", "32", "clipping must see each example's true gradient (16-mixed's loss scaling would clip scaled "
+                        "ones; bf16 per-example gradients are untested here)"),
+    ("compile", False, "Opacus's per-example gradient hooks are untested under torch.compile here"),
     # Measured: Opacus's per-example conv gradients differ on channels-last tensors.
     ("channels_last", False, "Opacus's per-example conv gradients are wrong on channels-last tensors"),
 )

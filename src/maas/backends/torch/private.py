@@ -76,10 +76,10 @@ def trainable(model: nn.Module, probe: np.ndarray, arch: str) -> nn.Module:
     remaining = ModuleValidator.validate(fixed, strict=False)
     problem = _differs(fixed, model, probe)
     if problem:
-        kinds = sorted({type(e).__name__ + ": " + str(e).split(".")[0] for e in errors})
-        raise ConfigError(f"trainer.privacy.enabled=true can't train model.arch={arch}: Opacus trains it only "
-                          f"after swapping modules ({'; '.join(kinds)}), and the swapped model {problem}, so the "
-                          "stored weights could not be served; train it without privacy, or choose cnn, mlp, "
+        swapped = sorted({type(m).__name__ for m in model.modules() if type(m) in ModuleValidator.FIXERS})
+        raise ConfigError(f"trainer.privacy.enabled=true can't train model.arch={arch}: Opacus trains it only after "
+                          f"swapping its {', '.join(swapped)} for its own module, and the swapped model {problem}, so "
+                          "the stored weights could not be served; train it without privacy, or choose cnn, mlp, "
                           "autoencoder, lstm or gru")
     if remaining:
         raise ConfigError(f"trainer.privacy.enabled=true can't train model.arch={arch}: {remaining[0]}")
