@@ -18,6 +18,7 @@ from maas.checks import choice, number
 def check_values(cfg: DictConfig) -> None:
     from maas.backends import BACKENDS
     from maas.backends.base import PRECISIONS, Settings
+    from maas.backends.privacy import check_model as check_private_model
     from maas.data.preprocessor import KINDS, RAW_DTYPES
     from maas.data.profile import profile_bins
     from maas.data.sources import FORMATS, in_memory_rows
@@ -37,7 +38,8 @@ def check_values(cfg: DictConfig) -> None:
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     choice(cfg, "trainer.backend", BACKENDS)
     choice(cfg, "trainer.precision", PRECISIONS)
-    Settings.from_trainer(trainer, seed=cfg.seed)
+    settings = Settings.from_trainer(trainer, seed=cfg.seed)
+    check_private_model(OmegaConf.to_container(cfg.model, resolve=True), settings.privacy)
     lr = OmegaConf.select(cfg, "trainer.optimizer.lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"trainer.optimizer.lr={lr!r} must be a number > 0")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from maas.backends.privacy import spent
 
 
 def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, validation: dict,
@@ -26,6 +28,8 @@ def build_card(*, model_tag: str, spec: dict, metrics: dict, compression: dict, 
         "gates": [{k: g[k] for k in ("gate", "compares", "threshold", "value", "passed") if k in g} | (
             {"champion_bento": g["champion_bento"]} if g.get("champion_bento") else {}) for g in gates or []],
         "training": spec.get("training", {}),
+        # The differential privacy guarantee, where the model has one: (epsilon, delta) spent in training.
+        "privacy": spent(spec),
         "data": {"file": validation.get("data_file"), "md5": validation.get("data_md5"),
                  "rows": validation.get("rows"), "suite": validation.get("suite"),
                  "quarantined": (validation.get("quarantine") or {}).get("rows", 0)},
@@ -86,8 +90,11 @@ reports/compression_timing.json (they differ on every run, so they are not part 
 - file: `{data['file']}` (md5 `{data['md5']}`, {data['rows']} rows{quarantined})
 - validated by Great Expectations suite `{data['suite']}`
 
+## Privacy
+{_privacy(card.get('privacy'))}
+
 ## Training
-{', '.join(f'{k}={v}' for k, v in card['training'].items())}
+{', '.join(f'{k}={v}' for k, v in card['training'].items() if k != 'privacy')}
 
 The resolved config of the pipeline that made this model (every key a stage reads) is in model_card.json
 under `config`; `maas lineage` checks it against the workspace.
@@ -99,3 +106,17 @@ def _classes(card: dict) -> str:
     if not names:
         return str(card["classes"])
     return ", ".join(f"{c} ({name})" for c, name in zip(card["classes"], names))
+
+
+def _privacy(p: dict | None) -> str:
+    if not p:
+        return ("Not trained with differential privacy (`trainer.privacy.enabled=false`): nothing bounds what the "
+                "model reveals about a training row.")
+    epsilon = math.ceil(p["epsilon"] * 1000) / 1000  # rounded up: a card must not promise more than was kept
+    return (f"Trained with DP-SGD ({p['library']}): the weights are **(epsilon = {epsilon:.3f}, delta = {p['delta']:g})"
+            f"-differentially private** with respect to any one row of the {p['training_rows']:,}-row training split "
+            f"(target epsilon {p['target_epsilon']:g}, {p['accountant']} accountant; noise multiplier "
+            f"{p['noise_multiplier']:.3f}, per-example gradients clipped to {p['max_grad_norm']:g}, {p['steps']:,} steps of "
+            f"Poisson-sampled batches at sample rate {p['sample_rate']:.4f}). Not covered: the preprocessing statistics "
+            f"and the training-data profile packaged with the model are computed from the same rows without noise, and "
+            f"the validation split chose the epoch (see docs/privacy.md).")

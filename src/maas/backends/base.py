@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from maas.backends.privacy import Privacy
+from maas.backends.privacy import from_trainer as privacy_from_trainer
 from maas.errors import ConfigError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")  # trainer.precision, for every backend
@@ -80,6 +82,7 @@ class Settings:
     channels_last: bool = False        # torch only: NHWC activations, faster convs on CUDA tensor cores
     compile: bool = False              # torch only: torch.compile the step (the first epoch pays for it)
     nproc: int = 1                     # torch only: processes on this machine (DDP under torchrun)
+    privacy: Privacy | None = None     # torch only: DP-SGD through Opacus (None: off)
 
     @classmethod
     def from_trainer(cls, t: dict[str, Any], *, seed: int) -> "Settings":
@@ -101,7 +104,7 @@ class Settings:
                 grad_clip_norm=float(number("grad_clip_norm", 0)),
                 early_stopping_patience=number("early_stopping_patience", 0, integer=True),
                 channels_last=bool(t.get("channels_last", False)), compile=bool(t.get("compile", False)),
-                nproc=number("nproc", 1, integer=True, default=1))
+                nproc=number("nproc", 1, integer=True, default=1), privacy=privacy_from_trainer(t))
         return s
 
 

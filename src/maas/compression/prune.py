@@ -9,6 +9,8 @@ by layer: on the digits CNN at 0.75, per-layer pruning left the 288-weight first
 conv 72 weights and fine-tuned back to 0.967 validation accuracy (fp32 0.989);
 global pruning takes most from the 131k-weight dense layer, keeps 93% of that
 conv and fine-tunes to 0.996.
+A differentially private model (`trainer.privacy`) is pruned without fine-tuning:
+plain training on its training rows would spend privacy its epsilon doesn't count.
 
 Storage: each pruned weight as its nonzero values (float32, in C order), a
 bitmask of where they go (np.packbits) and its shape: (1 - s) * 4 + 1/8 bytes
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from maas import model_files
+from maas.backends.privacy import spent
 from maas.compression import _torch_ao
 from maas.errors import ArtifactError, ConfigError
 
@@ -120,6 +123,11 @@ def write(source, out: Path) -> None:
     layers = _prunable(model)
     prune.global_unstructured([(m, "weight") for _, m in layers], pruning_method=prune.L1Unstructured,
                               amount=o["sparsity"])
+    if o["finetune_epochs"] and spent(source.spec):
+        # Plain training on the rows DP-SGD protected would spend privacy its epsilon doesn't count.
+        print(f"compress: prune: no fine-tuning (compress.prune.finetune_epochs={o['finetune_epochs']} ignored): the "
+              "model is differentially private and may see its training rows only through DP-SGD", flush=True)
+        o = {**o, "finetune_epochs": 0}
     if o["finetune_epochs"]:
         finetune(model, *_train_split(source), o, source.seed)
     for _, module in layers:

@@ -56,6 +56,8 @@ def run(cfg: DictConfig) -> dict:
         best_val_loss = next(h["val_loss"] for h in result.history if h["epoch"] == result.best_epoch)
         live.summary = {"best_epoch": result.best_epoch, "best_val_loss": best_val_loss,
                         "best_val_accuracy": result.best_val_accuracy}
+        if "privacy" in result.record:  # the (epsilon, delta) spent, beside the metrics `dvc metrics show` lists
+            live.summary |= {k: result.record["privacy"][k] for k in ("epsilon", "delta")}
 
     spec = {
         "backend": t.backend,

@@ -80,6 +80,13 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
     if cfg.model.get("init_from"):
         init_from(model, cfg.model.init_from)
     freeze(model, list(t.freeze))
+    trained = model
+    if settings.privacy is not None:
+        from maas.backends.privacy import check_model
+        from maas.backends.torch import private
+
+        check_model(OmegaConf.to_container(cfg.model, resolve=True), settings.privacy)
+        trained = private.trainable(model, val[0][:BLOCK_ROWS], cfg.model.arch)  # model itself, or Opacus's fix of it
     make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings.optimizer)  # bad arguments fail here, not mid-run
     say = print if distributed.is_main() else (lambda *args, **kwargs: None)
     say(f"train: building model <{cfg.model.arch}>, optimizer <{settings.optimizer['name']}>, "
@@ -90,16 +97,17 @@ def train(cfg: DictConfig, train: tuple[np.ndarray, np.ndarray], val: tuple[np.n
                                 [f for split in ("train", "val") for f in split_files(cfg.paths.processed, split)])
         state_dir = Path(cfg.paths.checkpoints) / f"train-{fp}"
     try:
-        result = fit(model, train, val, settings=settings, device=device, state_dir=state_dir, log=log)
+        result = fit(trained, train, val, settings=settings, device=device, state_dir=state_dir, log=log)
     finally:
         ddp.teardown()
     if result.best_state:
-        model.load_state_dict(result.best_state)
+        model.load_state_dict(result.best_state if trained is model else private.config_state(result.best_state, model))
     if state_dir is not None and distributed.is_main():
         resume.clear(state_dir)  # finished: the next run with this config is a new run
     return TrainResult(model=model.cpu().eval(), best_epoch=result.best_epoch,
                        best_val_accuracy=result.best_val_accuracy, history=result.history,
-                       record={"device": str(device), "precision": t.precision, "processes": distributed.world_size()})
+                       record={"device": str(device), "precision": t.precision, "processes": distributed.world_size(),
+                               **({"privacy": result.privacy} if result.privacy else {})})
 
 
 def plain_cfg(cfg: DictConfig, key: str):

@@ -2,26 +2,27 @@
 maas.models.torch.autoencoder.Autoencoder.
 
 Encoder: conv 3x3 (channels) and a stride-2 conv 3x3 (2*channels, padded by one
-pixel on every side as in torch), each with BatchNorm and ReLU, then a dense
-layer to a `code`-wide vector. Decoder mirrors it: dense back to the half-size
-map, a stride-2 transposed conv 4x4 and a 3x3 conv to the input's channels,
-reconstructing the standardised input. A relu-dropout-dense head classifies
-from the code. Training minimises cross-entropy + recon_weight *
-reconstruction MSE (`joint_loss`); the per-image mean squared reconstruction
-error is the anomaly score served beside the prediction. Both are computed on
-the NCHW input exactly as the torch family computes them.
+pixel on every side as in torch), each with BatchNorm (GroupNorm with `norm:
+group`) and ReLU, then a dense layer to a `code`-wide vector. Decoder mirrors
+it: dense back to the half-size map, a stride-2 transposed conv 4x4 and a 3x3
+conv to the input's channels, reconstructing the standardised input. A
+relu-dropout-dense head classifies from the code. Training minimises
+cross-entropy + recon_weight * reconstruction MSE (`joint_loss`); the
+per-image mean squared reconstruction error is the anomaly score served
+beside the prediction. Both are computed on the NCHW input exactly as the
+torch family computes them.
 """
 
 from __future__ import annotations
 
-from maas.models.tensorflow.base import MaasModel, batch_norm, keras, layers, ops, to_nchw, to_nhwc
+from maas.models.tensorflow.base import MaasModel, keras, layers, norm_layer, ops, to_nchw, to_nhwc
 
 
 class Autoencoder(MaasModel):
     """Conv encoder (channels, 2*channels at half size) -> code -> mirrored decoder; classifier on the code."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, channels: int = 32, code: int = 32,
-                 dropout: float = 0.2, recon_weight: float = 1.0, num_classes: int = 10):
+                 dropout: float = 0.2, recon_weight: float = 1.0, num_classes: int = 10, norm: str = "batch"):
         super().__init__(name="autoencoder")
         if image_size % 2:
             raise ValueError(f"image_size must be even for the stride-2 convolution, got {image_size}")
@@ -29,14 +30,14 @@ class Autoencoder(MaasModel):
         self.half = (image_size // 2, image_size // 2, 2 * channels)   # NHWC
         flat = 2 * channels * (image_size // 2) ** 2
         self.enc_conv1 = layers.Conv2D(channels, 3, padding="same", name="encoder.0.0")
-        self.enc_bn1 = batch_norm("encoder.0.1")
+        self.enc_bn1 = norm_layer(norm, channels, "encoder.0.1")
         self.enc_pad = layers.ZeroPadding2D(1, name="encoder.1.pad")
         self.enc_conv2 = layers.Conv2D(2 * channels, 3, strides=2, padding="valid", name="encoder.1.0")
-        self.enc_bn2 = batch_norm("encoder.1.1")
+        self.enc_bn2 = norm_layer(norm, 2 * channels, "encoder.1.1")
         self.enc_code = layers.Dense(code, name="encoder.3")
         self.expand = layers.Dense(flat, name="expand.0")
         self.dec_up = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", name="decoder.0.0")
-        self.dec_bn = batch_norm("decoder.0.1")
+        self.dec_bn = norm_layer(norm, channels, "decoder.0.1")
         # No activation: standardised pixels are signed and unbounded.
         self.dec_out = layers.Conv2D(in_channels, 3, padding="same", name="decoder.1")
         self.head_drop = layers.Dropout(dropout, name="head.1")

@@ -32,6 +32,16 @@ def batch_norm(name: str):
     return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
 
+def norm_layer(kind: str, channels: int, name: str):
+    """`norm: batch | group` (maas.models.norm): GroupNorm with torch's groups and eps."""
+    from maas.models.norm import check, groups
+
+    check(kind)
+    if kind == "batch":
+        return batch_norm(name)
+    return layers.GroupNormalization(groups=groups(channels), epsilon=1e-5, name=name)
+
+
 def layer_norm(name: str):
     return layers.LayerNormalization(epsilon=1e-5, name=name)  # torch's eps
 
