@@ -48,7 +48,7 @@ def prepare(work: Path) -> list[str]:
     """validate + preprocess the digits export into `work`; the overrides that point there."""
     from maas.config import compose
     from maas.data.sources import export_digits
-    from maas.stages import get
+    from maas.registry import get
 
     (work / "raw").mkdir(parents=True)
     export_digits(work / "raw" / "digits.csv")

@@ -29,7 +29,7 @@ def private_cfg(tiny_run, tmp_path: Path, *extra: str):
 def test_private_training_spends_within_budget_resumes_and_stores_the_config_built_model(tiny_run, tmp_path, capsys):
     from maas.backends.torch import api
     from maas.model_card import build_card, render_markdown
-    from maas.stages import get
+    from maas.registry import get
     from maas.stages.preprocess import load_split
 
     cfg = private_cfg(tiny_run, tmp_path)
