@@ -71,6 +71,8 @@ def test_a_rebuild_in_an_empty_bentoml_store_reproduces_dvc_lock(project, tmp_pa
         assert f"Running stage '{stage}'" in out
     assert sh(project, "git", "status", "--porcelain", "dvc.lock") == ""
     assert (project / "data" / "validated" / "data_docs" / "index.html").exists()
+    # dvc.lock, its metrics and plots all load at HEAD: `dvc metrics diff` has its baseline
+    assert "failed to load" not in sh(project, "dvc", "metrics", "diff", "HEAD")
 
 
 def test_lineage_says_where_the_bento_came_from_and_what_differs_now(project):
