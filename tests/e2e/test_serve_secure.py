@@ -66,7 +66,7 @@ def test_the_stored_model_and_its_archive_hold_no_plain_model_bytes(encrypted):
     plain = needles(cfg)
     stored = Path(bentoml.models.get(summary["model_tag"]).path_of("maas"))
     stored_files = {p.name: p.read_bytes() for p in stored.iterdir()}
-    assert "model.yaml" in stored_files and len(stored_files) == 6
+    assert "model.yaml" in stored_files and "lineage.json" in stored_files and len(stored_files) == 7
     for name, data in stored_files.items():
         assert data.startswith(b"MAASENC1"), name
         assert not [what for what, needle in plain.items() if needle in data], name
@@ -76,7 +76,7 @@ def test_the_stored_model_and_its_archive_hold_no_plain_model_bytes(encrypted):
     with tarfile.open(archive) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     encrypted_in_archive = [n for n in members if Path(n).parts[0] == "models" and Path(n).parts[-2] == "maas"]
-    assert len(encrypted_in_archive) == 6, sorted(members)
+    assert len(encrypted_in_archive) == 7, sorted(members)  # the model files with lineage.json
     for name, data in members.items():
         assert not [what for what, needle in plain.items() if needle in data], name
         assert key.encode() not in data, name  # the key travels nowhere in the Bento
