@@ -10,7 +10,6 @@ owners and modes, and one timestamp: `when`, the commit time of the code it was 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shutil
 import tarfile
@@ -33,7 +32,7 @@ def tree_digest(root: Path) -> str:
 
 def bento_version(**content) -> str:
     """A Bento version from everything that goes into its build (JSON-able values)."""
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return io.json_sha256(content)[:16]
 
 
 def _normalize(text: str, stamp: str) -> str:

@@ -182,6 +182,11 @@ def _file_digest(path: str | os.PathLike, algorithm: str) -> str:
     return h.hexdigest()
 
 
+def json_sha256(value: Any) -> str:
+    """sha256 of `value` as canonical JSON (sorted keys; what JSON can't hold as its str): a digest of config-like data."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def file_md5(path: str | os.PathLike) -> str:
     """md5, as DVC records it (so a data hash can be compared with dvc.lock)."""
     return _file_digest(path, "md5")

@@ -10,8 +10,6 @@ rebuilds the same Bento.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +17,11 @@ from typing import Any
 
 import yaml
 
+from maas import io
+
 LINEAGE_FILE = "lineage.json"
 # The stages whose dvc.lock entries say what made the model; package itself is running when this is read.
 UPSTREAM = ("validate", "preprocess", "train", "evaluate", "compress")
-
-
-def digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _git(root: Path, *args: str, strip: bool = True) -> str | None:
@@ -43,10 +39,12 @@ def input_paths(root: Path) -> list[str]:
     params.yaml, dvc.yaml and the .dvc files that pin the raw data."""
     doc = yaml.safe_load((root / "dvc.yaml").read_text()) if (root / "dvc.yaml").exists() else {}
     deps = {d for s in (doc or {}).get("stages", {}).values() for d in s.get("deps", [])}
-    tracked = {d for d in deps if _git(root, "ls-files", "--", d)}
+    # One ls-files for all: a dep is tracked if git lists it, or a file under it.
+    listed = set((_git(root, "ls-files", "--", *sorted(deps)) or "").splitlines()) if deps else set()
+    tracked = {d for d in deps if d in listed or any(f.startswith(d.rstrip("/") + "/") for f in listed)}
     return sorted(tracked | {p for p in ("params.yaml", "dvc.yaml") if (root / p).exists()}
-                  | {p.relative_to(root).as_posix() for p in root.glob("*.dvc")}
-                  | {p.relative_to(root).as_posix() for p in root.glob("data/*.dvc")})
+                  | {p.relative_to(root).as_posix() for p in root.glob("*.dvc") if p.is_file()}  # not .dvc/
+                  | {p.relative_to(root).as_posix() for p in root.glob("data/*.dvc") if p.is_file()})
 
 
 def git_record(root: Path) -> dict[str, Any]:
@@ -86,13 +84,13 @@ def lock_record(root: Path) -> dict[str, Any] | None:
         return None
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     entries = {name: stages[name] for name in UPSTREAM if name in stages}
-    return {"sha256": digest(entries), "stages": entries}
+    return {"sha256": io.json_sha256(entries), "stages": entries}
 
 
 def build(root: Path, *, config: dict, data_path: str, data_md5: str | None) -> dict[str, Any]:
     return {"git": git_record(root), "dvc_lock": lock_record(root),
             "data": {"path": data_path, "md5": data_md5},
-            "config": {"sha256": digest(config), "values": config}}
+            "config": {"sha256": io.json_sha256(config), "values": config}}
 
 
 def labels(record: dict[str, Any]) -> dict[str, str]:

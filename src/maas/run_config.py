@@ -11,14 +11,13 @@ outputs, and says loudly that they no longer match params.yaml).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from maas import io
 from maas.stages import Stage, expand, path_keys
 from maas.registry import all_stages
 
@@ -115,7 +114,7 @@ def _bring_inputs_from_shared_folders(cfg: DictConfig, tracked: DictConfig, stag
 def _run_id(cfg: DictConfig, changed: Sequence[str]) -> str:
     values = {k: OmegaConf.select(cfg, k) for k in changed}
     values = {k: OmegaConf.to_container(v) if isinstance(v, DictConfig) else v for k, v in values.items()}
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return io.json_sha256(values)[:10]
 
 
 def _names(stages: Sequence[Stage]) -> str:
